@@ -1,0 +1,8 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+ENV PYTHONUNBUFFERED=1
+EXPOSE 8000 5027 5023 5005 5055 5683/udp
+CMD ["uvicorn", "fleet.asgi:application", "--host", "0.0.0.0", "--port", "8000"]

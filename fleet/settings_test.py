@@ -1,0 +1,14 @@
+"""Settings for the test suite: production settings plus a throwaway key and fast hashing.
+
+The database and channel layer still come from DATABASE_URL and REDIS_URL, so the same
+suite runs on SQLite/in-memory and on PostgreSQL/Redis.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-suite-only-key-" + "x" * 40)
+
+from fleet.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+SECURE_HSTS_SECONDS = 0

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TelematicsConfig(AppConfig):
+    name = "telematics"
+    verbose_name = "Telematics"
