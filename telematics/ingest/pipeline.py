@@ -1,0 +1,223 @@
+"""The one ingest pipeline every transport hands its decoded records to.
+
+``await pipeline.store(unit, protocol, decoded)`` returns only once the records are
+committed, so a transport that acknowledges after it has acknowledged stored data. Records
+from every connection are gathered into batches (up to ``batch_max`` rows or
+``batch_wait`` seconds) and written by one worker in a dedicated database thread. While
+the database is down the worker retries the same batch with backoff: the callers simply
+wait, nothing is acknowledged, and storing resumes by itself. Live updates are published
+after commit from a separate task, so a slow or absent Redis never holds up storing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.db import Error as DatabaseError
+from django.db import connection
+
+from telematics import metrics
+from telematics.ingest.directory import Unit
+from telematics.ingest.filters import FixFilter
+from telematics.ingest.store import PositionRow, ResponseRow, store_batch
+from telematics.protocols.base import Decoded
+
+logger = logging.getLogger(__name__)
+
+StoredListener = Callable[[list[PositionRow], set[int]], None]
+
+
+@dataclass(slots=True)
+class _Pending:
+    positions: list[PositionRow]
+    responses: list[ResponseRow]
+    device_id: int
+    done: asyncio.Future = field(repr=False)
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        *,
+        fix_filter: FixFilter | None = None,
+        batch_max: int = 5000,
+        batch_wait: float = 0.02,
+        store_raw: bool = False,
+        channel_layer=None,
+    ):
+        self.fix_filter = fix_filter or FixFilter()
+        self.batch_max = batch_max
+        self.batch_wait = batch_wait
+        self.store_raw = store_raw
+        self.channel_layer = channel_layer
+        self.db_executor = ThreadPoolExecutor(1, thread_name_prefix="ingest-store")
+        self.lookup_executor = ThreadPoolExecutor(1, thread_name_prefix="ingest-lookup")
+        self.stored_listeners: list[StoredListener] = []
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._live: asyncio.Queue[dict[int, list[dict]]] = asyncio.Queue(maxsize=1000)
+        self._tasks: list[asyncio.Task] = []
+        self.database_ok = True
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._store_worker(), name="ingest-store"),
+            asyncio.create_task(self._live_publisher(), name="ingest-live"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        for executor in (self.db_executor, self.lookup_executor):
+            await loop.run_in_executor(executor, _close_connection)
+            executor.shutdown(wait=False)
+
+    async def store(self, unit: Unit, protocol: str, decoded: Decoded,
+                    raw: bytes | None = None) -> int:
+        """Filter and store the decoded records of one frame; returns once committed.
+
+        Returns the number of positions handed to the database (a resend's duplicates
+        are among them and silently ignored there).
+        """
+        now = datetime.now(UTC)
+        positions = []
+        for fix in decoded.fixes:
+            reason = self.fix_filter.reason_to_drop(unit.device_id, fix, now)
+            if reason is not None:
+                metrics.RECORDS_DROPPED.labels(protocol, reason).inc()
+                continue
+            if raw is not None and self.store_raw:
+                fix.attributes["raw"] = raw.hex()
+            positions.append(PositionRow(unit.device_id, unit.vehicle_id,
+                                         unit.organisation_id, fix, now))
+        responses = [
+            ResponseRow(unit.device_id, r.text, r.received_time or now)
+            for r in decoded.responses
+        ]
+        done = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(positions, responses, unit.device_id, done))
+        await done
+        if positions:
+            metrics.RECORDS_STORED.labels(protocol).inc(len(positions))
+        return len(positions)
+
+    async def _store_worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            rows = len(batch[0].positions)
+            deadline = loop.time() + self.batch_wait
+            while rows < self.batch_max:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                except TimeoutError:
+                    break
+                batch.append(item)
+                rows += len(item.positions)
+            while not self._queue.empty() and rows < self.batch_max:
+                item = self._queue.get_nowait()
+                batch.append(item)
+                rows += len(item.positions)
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        positions = [p for item in batch for p in item.positions]
+        responses = [r for item in batch for r in item.responses]
+        seen = {item.device_id for item in batch}
+        delay = 0.2
+        while True:
+            try:
+                moved = await loop.run_in_executor(
+                    self.db_executor, store_batch, positions, responses, seen,
+                    datetime.now(UTC),
+                )
+                break
+            except DatabaseError as error:
+                metrics.STORE_FAILURES.inc()
+                if self.database_ok:
+                    logger.error("Storing %d positions failed, retrying: %s",
+                                 len(positions), error)
+                self.database_ok = False
+                await loop.run_in_executor(self.db_executor, _close_connection)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as error:  # a bug, not an outage: fail this batch only
+                logger.exception("Storing a batch failed")
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(error)
+                return
+        if not self.database_ok:
+            logger.info("Database is back; storing resumed")
+            self.database_ok = True
+        for item in batch:
+            if not item.done.done():
+                item.done.set_result(None)
+        if moved:
+            self._queue_live_update(positions, moved)
+        for listener in self.stored_listeners:
+            try:
+                listener(positions, moved)
+            except Exception:
+                logger.exception("A stored-records listener failed")
+
+    def _queue_live_update(self, positions: list[PositionRow], moved: set[int]) -> None:
+        newest: dict[int, PositionRow] = {}
+        for p in positions:
+            if p.vehicle_id in moved:
+                current = newest.get(p.vehicle_id)
+                if current is None or p.fix.fix_time > current.fix.fix_time:
+                    newest[p.vehicle_id] = p
+        by_organisation: dict[int, list[dict]] = {}
+        for vehicle_id, p in newest.items():
+            f = p.fix
+            by_organisation.setdefault(p.organisation_id, []).append({
+                "id": vehicle_id, "fix_time": f.fix_time.isoformat(),
+                "latitude": f.latitude, "longitude": f.longitude, "speed_kmh": f.speed_kmh,
+                "course": f.course, "ignition": f.ignition,
+            })
+        if self._live.full():  # live updates are lossy by design; the database is not
+            self._live.get_nowait()
+        self._live.put_nowait(by_organisation)
+
+    async def _live_publisher(self) -> None:
+        from fleet.live import organisation_group
+
+        failing_since: float | None = None
+        while True:
+            by_organisation = await self._live.get()
+            if self.channel_layer is None:
+                continue
+            try:
+                for organisation_id, vehicles in by_organisation.items():
+                    await asyncio.wait_for(
+                        self.channel_layer.group_send(
+                            organisation_group(organisation_id),
+                            {"type": "vehicles.update", "vehicles": vehicles},
+                        ),
+                        timeout=2.0,
+                    )
+                if failing_since is not None:
+                    logger.info("Live updates resumed")
+                    failing_since = None
+            except Exception as error:
+                if failing_since is None:
+                    logger.warning("Live updates failing (storing goes on): %r", error)
+                    failing_since = time.monotonic()
+
+
+def _close_connection() -> None:
+    with contextlib.suppress(DatabaseError):
+        connection.close()
