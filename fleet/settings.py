@@ -8,6 +8,7 @@ layer, no MQTT). The README has a table of them all; keep it in step with this f
 from __future__ import annotations
 
 import os
+import socket
 import warnings
 from pathlib import Path
 
@@ -188,6 +189,10 @@ MAP_TILE_URL = os.environ.get("MAP_TILE_URL", "")
 
 # --- Telematics ingest ----------------------------------------------------------------
 MQTT_URL = os.environ.get("MQTT_URL", "")
+MQTT_TOPIC_ROOT = os.environ.get("MQTT_TOPIC_ROOT", "fleet")
+# Each ingest process needs its own id for its persistent session; the hostname is a
+# good default when each process runs on its own host or container.
+MQTT_CLIENT_ID = os.environ.get("MQTT_CLIENT_ID", "") or f"fleetbook-ingest-{socket.gethostname()}"
 INGEST_BIND = os.environ.get("INGEST_BIND", "0.0.0.0")
 INGEST_PORTS = {
     "teltonika": env_int("TELTONIKA_PORT", 5027),
@@ -206,6 +211,7 @@ INGEST_BATCH_MAX = env_int("INGEST_BATCH_MAX", 5000)
 INGEST_BATCH_WAIT_MS = env_float("INGEST_BATCH_WAIT_MS", 20.0)
 INGEST_STORE_RAW = env_bool("INGEST_STORE_RAW", False)
 INGEST_UNKNOWN_THROTTLE_S = env_float("INGEST_UNKNOWN_THROTTLE_S", 30.0)
+INGEST_METRICS_PORT = env_int("INGEST_METRICS_PORT", 9464)
 
 LOGGING = {
     "version": 1,

@@ -54,7 +54,8 @@ class FleetSite(resource.Resource, resource.PathCapable):
         unit = await authenticate_patiently(self.directory, identifier, PROTOCOL, remote, secret)
         if unit is None:
             return _reply(Code.UNAUTHORIZED, f"Unknown unit {identifier!r} (or wrong secret)")
-        await self.pipeline.store(unit, PROTOCOL, decoded, request.payload)
+        self.pipeline.attach_raw(decoded, request.payload)
+        await self.pipeline.store(unit, PROTOCOL, decoded)
         metrics.ACK_LATENCY.labels(PROTOCOL).observe(time.monotonic() - arrived)
         if errors:
             metrics.ERRORS.labels(PROTOCOL).inc(len(errors))

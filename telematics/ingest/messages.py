@@ -36,9 +36,9 @@ def decode_unit_message(kind: str, body: bytes) -> tuple[Decoded, list[str]]:
     raise UnknownKind(f"Unknown message kind {kind!r}: use one of {', '.join(KINDS)}")
 
 
-def parse_topic(topic: str) -> tuple[str, str] | None:
+def parse_topic(topic: str, root: str = "fleet") -> tuple[str, str] | None:
     """``fleet/<identifier>/<kind>`` → (identifier, kind); None for any other topic."""
     parts = topic.split("/")
-    if len(parts) != 3 or parts[0] != "fleet" or not parts[1]:
+    if len(parts) != 3 or parts[0] != root or not parts[1]:
         return None
     return parts[1], parts[2]

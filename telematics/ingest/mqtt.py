@@ -35,7 +35,7 @@ SHARE_GROUP = "ingest"
 class MqttSubscriber:
     def __init__(self, url: str, pipeline: IngestPipeline, directory: UnitDirectory, *,
                  client_id: str = "fleetbook-ingest", topic_root: str = "fleet",
-                 max_in_flight: int = 1000):
+                 share_group: str = SHARE_GROUP, max_in_flight: int = 1000):
         parsed = urlparse(url)
         self.host = parsed.hostname or "127.0.0.1"
         self.port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
@@ -45,7 +45,8 @@ class MqttSubscriber:
         self.pipeline = pipeline
         self.directory = directory
         self.client_id = client_id
-        self.topic = f"$share/{SHARE_GROUP}/{topic_root}/+/+"
+        self.topic_root = topic_root
+        self.topic = f"$share/{share_group}/{topic_root}/+/+"
         self.max_in_flight = max_in_flight
         self.connected = asyncio.Event()
 
@@ -105,7 +106,7 @@ class MqttSubscriber:
     async def _receive(self, message: aiomqtt.Message) -> None:
         """Store one message; returns once it may be acknowledged."""
         arrived = time.monotonic()
-        topic = parse_topic(str(message.topic))
+        topic = parse_topic(str(message.topic), self.topic_root)
         if topic is None:
             return
         identifier, kind = topic
@@ -126,7 +127,8 @@ class MqttSubscriber:
                                             _user_property(message, "secret"))
         if unit is None:
             return
-        await self.pipeline.store(unit, PROTOCOL, decoded, body)
+        self.pipeline.attach_raw(decoded, body)
+        await self.pipeline.store(unit, PROTOCOL, decoded)
         metrics.ACK_LATENCY.labels(PROTOCOL).observe(time.monotonic() - arrived)
 
 

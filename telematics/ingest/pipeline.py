@@ -80,8 +80,13 @@ class IngestPipeline:
             await loop.run_in_executor(executor, _close_connection)
             executor.shutdown(wait=False)
 
-    async def store(self, unit: Unit, protocol: str, decoded: Decoded,
-                    raw: bytes | None = None) -> int:
+    def attach_raw(self, decoded: Decoded, frame: bytes) -> None:
+        """Keep the frame's hex beside its positions when INGEST_STORE_RAW is on."""
+        if self.store_raw:
+            for fix in decoded.fixes:
+                fix.attributes["raw"] = frame.hex()
+
+    async def store(self, unit: Unit, protocol: str, decoded: Decoded) -> int:
         """Filter and store the decoded records of one frame; returns once committed.
 
         Returns the number of positions handed to the database (a resend's duplicates
@@ -94,8 +99,6 @@ class IngestPipeline:
             if reason is not None:
                 metrics.RECORDS_DROPPED.labels(protocol, reason).inc()
                 continue
-            if raw is not None and self.store_raw:
-                fix.attributes["raw"] = raw.hex()
             positions.append(PositionRow(unit.device_id, unit.vehicle_id,
                                          unit.organisation_id, fix, now))
         responses = [

@@ -66,7 +66,8 @@ async def start_ingest(
     host: str | None = None,
     ports: dict[str, int] | None = None,
     mqtt_url: str | None = None,
-    mqtt_client_id: str = "fleetbook-ingest",
+    mqtt_client_id: str | None = None,
+    mqtt_topic_root: str | None = None,
 ) -> IngestService:
     """Start the listeners; MQTT only when an MQTT URL is configured."""
     host = host if host is not None else settings.INGEST_BIND
@@ -140,7 +141,11 @@ async def start_ingest(
     if "mqtt" in wanted and mqtt_url:
         from telematics.ingest.mqtt import MqttSubscriber
 
-        service.mqtt = MqttSubscriber(mqtt_url, pipeline, directory, client_id=mqtt_client_id)
+        service.mqtt = MqttSubscriber(
+            mqtt_url, pipeline, directory,
+            client_id=mqtt_client_id or settings.MQTT_CLIENT_ID,
+            topic_root=mqtt_topic_root or settings.MQTT_TOPIC_ROOT,
+        )
         service._tasks.append(asyncio.create_task(service.mqtt.run()))
     return service
 

@@ -89,7 +89,7 @@ class StreamListener:
             except TimeoutError:
                 quiet += wait
                 if flush is not None:
-                    await self._store(unit, flush(), None, writer, remote, time.monotonic())
+                    await self._store(unit, flush(), writer, remote, time.monotonic())
                 if quiet >= self.idle_timeout:
                     logger.info("Closing idle %s connection from %s", self.protocol, remote)
                     return
@@ -97,7 +97,7 @@ class StreamListener:
             quiet = 0.0
             if not chunk:
                 if flush is not None:
-                    await self._store(unit, flush(), None, writer, remote, time.monotonic())
+                    await self._store(unit, flush(), writer, remote, time.monotonic())
                 return
             arrived = time.monotonic()
             buffer += chunk
@@ -108,6 +108,9 @@ class StreamListener:
                 logger.warning("%s frame too large from %s: %s (first bytes %s)",
                                self.protocol, remote, error, bytes(buffer[:32]).hex())
                 return
+            # Records of frames that expect no reply (NMEA lines) wait here and are stored
+            # together, once per chunk: one commit for a burst instead of one per line.
+            unanswered = Decoded()
             for frame in frames:
                 try:
                     decoded = session.decode(frame)
@@ -117,7 +120,10 @@ class StreamListener:
                                    remote, error, frame[:512].hex())
                     continue
                 metrics.FRAMES.labels(self.protocol).inc()
+                self.pipeline.attach_raw(decoded, frame)
                 if decoded.identifier is not None:
+                    await self._store(unit, unanswered, writer, remote, arrived)
+                    unanswered = Decoded()
                     unit = await authenticate_patiently(
                         self.directory, decoded.identifier, self.protocol, remote
                     )
@@ -127,9 +133,15 @@ class StreamListener:
                             await writer.drain()
                         return
                     self.connections[writer] = unit
-                await self._store(unit, decoded, frame, writer, remote, arrived)
+                unanswered.fixes += decoded.fixes
+                unanswered.responses += decoded.responses
+                if decoded.reply:
+                    unanswered.reply = decoded.reply
+                    await self._store(unit, unanswered, writer, remote, arrived)
+                    unanswered = Decoded()
+            await self._store(unit, unanswered, writer, remote, arrived)
 
-    async def _store(self, unit: Unit | None, decoded: Decoded, frame: bytes | None,
+    async def _store(self, unit: Unit | None, decoded: Decoded,
                      writer: asyncio.StreamWriter, remote: str, arrived: float) -> None:
         """Store the records, then send the decoder's reply."""
         if decoded.fixes or decoded.responses:
@@ -138,7 +150,7 @@ class StreamListener:
                 logger.warning("%s records from %s before the unit identified itself; "
                                "dropped", self.protocol, remote)
                 return
-            await self.pipeline.store(unit, self.protocol, decoded, frame)
+            await self.pipeline.store(unit, self.protocol, decoded)
         if decoded.reply:
             writer.write(decoded.reply)
             await writer.drain()

@@ -71,7 +71,8 @@ class DatagramListener(asyncio.DatagramProtocol):
             if decoded.refusal and self.transport is not None:
                 self.transport.sendto(decoded.refusal, addr)
             return
-        await self.pipeline.store(unit, self.protocol, decoded, packet)
+        self.pipeline.attach_raw(decoded, packet)
+        await self.pipeline.store(unit, self.protocol, decoded)
         if decoded.reply and self.transport is not None:
             self.transport.sendto(decoded.reply, addr)
             metrics.ACK_LATENCY.labels(self.protocol).observe(time.monotonic() - arrived)
