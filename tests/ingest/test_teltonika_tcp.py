@@ -178,3 +178,43 @@ async def test_udp_packet_stored_then_acknowledged(ingest, fleet):
     transport.close()
     assert reply == bytes.fromhex("0005CAFE010702")
     assert await db(lambda: Position.objects.filter(device=fleet["teltonika"]).count()) == 2
+
+
+async def test_command_response_is_stored(ingest, fleet):
+    from pathlib import Path
+
+    from telematics.models import CommandResponse
+
+    vectors = Path(__file__).parent.parent / "data/protocols/teltonika"
+    path = vectors / "wiki_codec12_getinfo_response.hex"
+    frame = bytes.fromhex("".join(
+        line for line in path.read_text().splitlines() if not line.startswith("#")))
+    reader, writer = await asyncio.open_connection("127.0.0.1", ingest.ports["teltonika"])
+    writer.write(teltonika_login(IMEI))
+    await reader.readexactly(1)
+    writer.write(frame)
+    for _ in range(50):
+        responses = await db(lambda: list(CommandResponse.objects.filter(
+            device=fleet["teltonika"]).values_list("text", flat=True)))
+        if responses:
+            break
+        await asyncio.sleep(0.1)
+    writer.close()
+    assert responses == ["INI:2019/7/22 7:22 RTC:2019/7/22 7:53 RST:2 ERR:1 SR:0 BR:0 CF:0 FG:0 "
+                         "FL:0 TU:0/0 UT:0 SMS:0 NOGPS:0:30 GPS:1 SAT:0 RS:3 RF:65 SF:1 MD:0"]
+
+
+async def test_idle_connection_is_closed(fleet, settings):
+    from telematics.ingest.runner import start_ingest
+
+    settings.INGEST_IDLE_TIMEOUT_S = 0.3
+    service = await start_ingest(("teltonika",), host="127.0.0.1", ports={"teltonika": 0},
+                                 mqtt_url="")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.ports["teltonika"])
+        writer.write(teltonika_login(IMEI))
+        await reader.readexactly(1)
+        assert await asyncio.wait_for(reader.read(1), 5) == b""  # hung up on the silent unit
+        writer.close()
+    finally:
+        await service.stop()
