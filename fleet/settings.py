@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -110,7 +111,6 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "") or DEFAULT_SQLITE_URL
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     # WAL lets the web pages read while the ingest listeners write in the same process;
     # IMMEDIATE transactions avoid "database is locked" on lock upgrades.
     DATABASES["default"]["OPTIONS"] = {
@@ -168,20 +168,58 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Bearer first: its WWW-Authenticate header makes a missing login answer 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "fleet.api.authentication.BearerTokenAuthentication",
+        "fleet.api.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "fleet.api.pagination.PagePagination",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "fleet.api.throttling.AnonThrottle",
+        "fleet.api.throttling.UserThrottle",
+    ],
+    # Requests per client; an empty variable switches that limit off.
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("API_RATE_ANON", "60/min") or None,
+        "user": os.environ.get("API_RATE_USER", "1200/min") or None,
+        "token": os.environ.get("API_RATE_TOKEN", "10/min") or None,
+    },
+    "EXCEPTION_HANDLER": "fleet.api.views.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Fleetbook API",
+    "DESCRIPTION": (
+        "The REST API dispatch systems and other integrations use. Log in with "
+        "`POST /api/v1/auth/token/` and send `Authorization: Bearer <token>`, or use an "
+        "organisation API key as `Authorization: Api-Key <key>` or `X-Api-Key: <key>`. "
+        "Times are RFC 3339 in UTC; units are in the field names."
+    ),
     "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "fleet.models.Role",
+        "ProtocolEnum": "telematics.models.Protocol",
+        "VehicleStatusEnum": "fleet.status.VehicleStatus",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+# A vehicle with no fix for longer than this is "offline" (API and dashboard alike).
+VEHICLE_OFFLINE_AFTER_S = env_float("VEHICLE_OFFLINE_AFTER_S", 600.0)
+# Rows per page of a position list or feed, at most (also the default page).
+API_POSITIONS_MAX_PAGE_SIZE = env_int("API_POSITIONS_MAX_PAGE_SIZE", 1000)
+# The position feed holds back rows stored less than this long ago, so that a batch
+# still being committed cannot land behind a cursor a client already holds.
+API_FEED_SETTLE_S = env_float("API_FEED_SETTLE_S", 5.0)
 
 # --- Map ------------------------------------------------------------------------------
 # Tile URL template for the live map; empty gives a plain background.

@@ -4,7 +4,19 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from telematics.models import CommandResponse, Device, Position, UnknownUnit, VehicleState
+from telematics.models import (
+    CommandResponse,
+    DbcFile,
+    Device,
+    Event,
+    Fault,
+    Position,
+    ServicePlan,
+    ServiceRecord,
+    SignalSample,
+    UnknownUnit,
+    VehicleState,
+)
 
 
 @admin.register(Device)
@@ -58,3 +70,46 @@ class VehicleStateAdmin(admin.ModelAdmin):
 class CommandResponseAdmin(admin.ModelAdmin):
     list_display = ["device", "received_time", "text"]
     search_fields = ["device__identifier", "text"]
+
+
+@admin.register(SignalSample)
+class SignalSampleAdmin(admin.ModelAdmin):
+    list_display = ["vehicle", "signal", "value", "time", "source"]
+    list_filter = ["signal"]
+    raw_id_fields = ["vehicle", "device"]
+    show_full_result_count = False
+
+
+@admin.register(Fault)
+class FaultAdmin(admin.ModelAdmin):
+    list_display = ["vehicle", "code", "description", "first_seen", "last_seen", "closed_at"]
+    list_filter = ["closed_at", "source"]
+    search_fields = ["code", "vehicle__name"]
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ["type", "vehicle", "time", "organisation"]
+    list_filter = ["type", "organisation"]
+    date_hierarchy = "time"
+
+
+@admin.register(DbcFile)
+class DbcFileAdmin(admin.ModelAdmin):
+    """Upload a DBC and map its signals, e.g. {"EEC1.EngSpeed": "engine_speed"}."""
+
+    list_display = ["name", "organisation", "uploaded"]
+    filter_horizontal = ["vehicles"]
+
+
+class ServiceRecordInline(admin.TabularInline):
+    model = ServiceRecord
+    extra = 0
+
+
+@admin.register(ServicePlan)
+class ServicePlanAdmin(admin.ModelAdmin):
+    list_display = ["name", "vehicle", "state", "interval_km", "interval_hours",
+                    "interval_days", "last_done_at"]
+    list_filter = ["state"]
+    inlines = [ServiceRecordInline]

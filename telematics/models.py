@@ -136,3 +136,157 @@ class CommandResponse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id}: {self.text[:40]}"
+
+
+class SignalSample(models.Model):
+    """One stored value of a vehicle signal (thinned: see telematics.ingest.thinning)."""
+
+    vehicle = models.ForeignKey(Vehicle, on_delete=models.CASCADE, related_name="samples")
+    device = models.ForeignKey(Device, null=True, on_delete=models.SET_NULL, related_name="+")
+    signal = models.CharField(max_length=64)
+    time = models.DateTimeField()
+    value = models.FloatField()
+    source = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["time"]
+        constraints = [
+            models.UniqueConstraint(fields=["vehicle", "signal", "time"], name="sample_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.vehicle_id} {self.signal}={self.value} @ {self.time:%Y-%m-%d %H:%M:%S}"
+
+
+class Fault(models.Model):
+    """A diagnostic trouble code: open from first report until its source stops listing it."""
+
+    vehicle = models.ForeignKey(Vehicle, on_delete=models.CASCADE, related_name="faults")
+    code = models.CharField(max_length=32)
+    source = models.CharField(max_length=64)
+    description = models.CharField(max_length=200, blank=True)
+    spn = models.PositiveIntegerField(null=True, blank=True)
+    fmi = models.PositiveSmallIntegerField(null=True, blank=True)
+    occurrence = models.PositiveSmallIntegerField(null=True, blank=True)
+    lamps = models.JSONField(default=dict, blank=True)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-first_seen"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vehicle", "code", "source"], condition=models.Q(closed_at=None),
+                name="fault_open_once",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} on {self.vehicle_id} ({'open' if self.is_open else 'closed'})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+
+class Event(models.Model):
+    """Something a fleet manager is told about: fault opened, service due, and so on."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE,
+                                     related_name="events")
+    vehicle = models.ForeignKey(Vehicle, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="events")
+    type = models.CharField(max_length=40)
+    time = models.DateTimeField()
+    attributes = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-time"]
+        indexes = [
+            models.Index(fields=["organisation", "time"], name="event_org_time"),
+            models.Index(fields=["vehicle", "time"], name="event_vehicle_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.vehicle_id} @ {self.time:%Y-%m-%d %H:%M}"
+
+
+class DbcFile(models.Model):
+    """A DBC file for a vehicle model, and which of its signals are which platform signal.
+
+    ``mapping`` is ``{"MessageName.SignalName": "<canonical signal key>"}``; the vehicles
+    listed decode their raw CAN frames with it (before the generic OBD-II/J1939 decoders).
+    """
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE,
+                                     related_name="dbc_files")
+    name = models.CharField(max_length=200)
+    dbc_text = models.TextField("DBC file")
+    mapping = models.JSONField(default=dict, blank=True)
+    vehicles = models.ManyToManyField(Vehicle, blank=True, related_name="dbc_files")
+    uploaded = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "DBC file"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from telematics.can.dbc import DbcDecoder
+        from telematics.can.errors import CanDecodeError
+
+        try:
+            DbcDecoder(self.dbc_text, self.mapping or {})
+        except CanDecodeError as error:
+            raise ValidationError({"dbc_text": str(error)}) from error
+
+
+class ServicePlan(models.Model):
+    """Maintenance due every so many km, engine hours and/or days, whichever comes first."""
+
+    vehicle = models.ForeignKey(Vehicle, on_delete=models.CASCADE,
+                                related_name="service_plans")
+    name = models.CharField(max_length=100)
+    interval_km = models.FloatField(null=True, blank=True)
+    interval_hours = models.FloatField(null=True, blank=True)
+    interval_days = models.PositiveIntegerField(null=True, blank=True)
+    due_soon_km = models.FloatField(default=1000.0)
+    due_soon_hours = models.FloatField(default=25.0)
+    due_soon_days = models.PositiveIntegerField(default=14)
+    last_done_at = models.DateTimeField()
+    last_done_odometer_km = models.FloatField(null=True, blank=True)
+    last_done_engine_hours = models.FloatField(null=True, blank=True)
+    state = models.CharField(max_length=10, default="ok", editable=False)
+
+    class Meta:
+        ordering = ["vehicle", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.vehicle})"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if not (self.interval_km or self.interval_hours or self.interval_days):
+            raise ValidationError("A service plan needs an interval in km, hours or days.")
+
+
+class ServiceRecord(models.Model):
+    plan = models.ForeignKey(ServicePlan, on_delete=models.CASCADE, related_name="records")
+    done_at = models.DateTimeField()
+    odometer_km = models.FloatField(null=True, blank=True)
+    engine_hours = models.FloatField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    recorded_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-done_at"]
+
+    def __str__(self) -> str:
+        return f"{self.plan.name} done {self.done_at:%Y-%m-%d}"

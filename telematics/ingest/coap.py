@@ -9,17 +9,15 @@ with a diagnostic payload, an unknown unit ``4.01 Unauthorized``.
 from __future__ import annotations
 
 import logging
-import time
 
 import aiocoap
 from aiocoap import resource
 from aiocoap.numbers.codes import Code
 
-from telematics import metrics
-from telematics.ingest.directory import UnitDirectory, authenticate_patiently
-from telematics.ingest.messages import decode_unit_message, parse_topic
+from telematics.ingest.directory import UnitDirectory
+from telematics.ingest.messages import parse_topic
 from telematics.ingest.pipeline import IngestPipeline
-from telematics.protocols.base import DecodeError
+from telematics.ingest.unit_messages import BAD, STORED, receive_unit_message
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +33,6 @@ class FleetSite(resource.Resource, resource.PathCapable):
         self.directory = directory
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
-        arrived = time.monotonic()
         path = "/".join(request.opt.uri_path)
         target = parse_topic(path)
         if target is None:
@@ -43,25 +40,13 @@ class FleetSite(resource.Resource, resource.PathCapable):
         if request.code != Code.POST:
             return _reply(Code.METHOD_NOT_ALLOWED, "Use POST")
         identifier, kind = target
-        try:
-            decoded, errors = decode_unit_message(kind, request.payload)
-        except DecodeError as error:
-            metrics.ERRORS.labels(PROTOCOL).inc()
-            return _reply(Code.BAD_REQUEST, str(error))
-        metrics.FRAMES.labels(PROTOCOL).inc()
         secret = next((q[7:] for q in request.opt.uri_query if q.startswith("secret=")), None)
         remote = str(request.remote.hostinfo) if request.remote else "?"
-        unit = await authenticate_patiently(self.directory, identifier, PROTOCOL, remote, secret)
-        if unit is None:
-            return _reply(Code.UNAUTHORIZED, f"Unknown unit {identifier!r} (or wrong secret)")
-        self.pipeline.attach_raw(decoded, request.payload)
-        await self.pipeline.store(unit, PROTOCOL, decoded)
-        metrics.ACK_LATENCY.labels(PROTOCOL).observe(time.monotonic() - arrived)
-        if errors:
-            metrics.ERRORS.labels(PROTOCOL).inc(len(errors))
-            logger.warning("Bad lines in CoAP message from %s: %s", identifier, errors[:5])
-        note = f"{len(decoded.fixes)} stored" + (f"; {len(errors)} bad lines" if errors else "")
-        return _reply(Code.CHANGED, note)
+        outcome = await receive_unit_message(self.pipeline, self.directory, PROTOCOL,
+                                             identifier, kind, request.payload, remote, secret)
+        code = {STORED: Code.CHANGED, BAD: Code.BAD_REQUEST}.get(outcome.status,
+                                                                 Code.UNAUTHORIZED)
+        return _reply(code, outcome.detail)
 
 
 def _reply(code: Code, text: str) -> aiocoap.Message:

@@ -1,4 +1,6 @@
-"""The OsmAnd HTTP listener (Traccar Client app and many trackers), as a tiny ASGI app.
+"""The unit HTTP listener, as a tiny ASGI app: the OsmAnd protocol (Traccar Client app
+and many trackers) on any path, and ``POST /fleet/<identifier>/<kind>`` for units that
+send the platform's own bodies (JSON positions, NMEA lines, CAN frames) over HTTP.
 
 It runs under uvicorn in the ingest process, apart from the Django site, so a flood of
 unit requests never competes with the dashboard's workers. Answers: 200 once stored,
@@ -16,7 +18,9 @@ from django.db import Error as DatabaseError
 
 from telematics import metrics
 from telematics.ingest.directory import UnitDirectory
+from telematics.ingest.messages import parse_topic
 from telematics.ingest.pipeline import IngestPipeline
+from telematics.ingest.unit_messages import BAD, STORED, receive_unit_message
 from telematics.protocols.base import DecodeError
 from telematics.protocols.osmand import decode_request
 
@@ -81,6 +85,9 @@ class OsmandApp:
         authorization = headers.get("authorization", "")
         if authorization.lower().startswith("bearer "):
             secret = authorization[7:].strip()
+        path = scope.get("path", "/")
+        if path.startswith("/fleet/"):
+            return await self._unit_message(path, scope["method"], bytes(body), remote, secret)
         query = QueryParams([(k, v) for k, v in pairs if k != "secret"])
         try:
             decoded = decode_request(query, bytes(body), headers.get("content-type", ""))
@@ -99,3 +106,16 @@ class OsmandApp:
         await self.pipeline.store(unit, self.protocol, decoded)
         metrics.ACK_LATENCY.labels(self.protocol).observe(time.monotonic() - arrived)
         return 200, "OK\n"
+
+    async def _unit_message(self, path: str, method: str, body: bytes, remote: str,
+                            secret: str | None) -> tuple[int, str]:
+        """``POST /fleet/<identifier>/<kind>``: the same bodies MQTT and CoAP units send."""
+        target = parse_topic(path.strip("/"))
+        if target is None:
+            return 404, "Use /fleet/<identifier>/position, /nmea or /can\n"
+        if method != "POST":
+            return 405, "Use POST\n"
+        outcome = await receive_unit_message(self.pipeline, self.directory, "http", target[0],
+                                             target[1], body, remote, secret)
+        status = {STORED: 200, BAD: 400}.get(outcome.status, 401)
+        return status, outcome.detail + "\n"

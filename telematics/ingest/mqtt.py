@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from urllib.parse import urlparse
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from telematics import metrics
-from telematics.ingest.directory import UnitDirectory, authenticate_patiently
-from telematics.ingest.messages import decode_unit_message, parse_topic
+from telematics.ingest.directory import UnitDirectory
+from telematics.ingest.messages import parse_topic
 from telematics.ingest.pipeline import IngestPipeline
-from telematics.protocols.base import DecodeError
+from telematics.ingest.unit_messages import receive_unit_message
 
 logger = logging.getLogger(__name__)
 
@@ -104,32 +102,19 @@ class MqttSubscriber:
             client._client.ack(message.mid, message.qos)
 
     async def _receive(self, message: aiomqtt.Message) -> None:
-        """Store one message; returns once it may be acknowledged."""
-        arrived = time.monotonic()
+        """Store one message; returns once it may be acknowledged.
+
+        A message that can never be stored (garbage, unknown unit) is acknowledged too:
+        the broker sending it again would not make it better.
+        """
         topic = parse_topic(str(message.topic), self.topic_root)
         if topic is None:
             return
         identifier, kind = topic
         body = message.payload if isinstance(message.payload, bytes) else str(
             message.payload).encode()
-        try:
-            decoded, errors = decode_unit_message(kind, body)
-        except DecodeError as error:
-            metrics.ERRORS.labels(PROTOCOL).inc()
-            logger.warning("Bad MQTT message on %s: %s (%s)", message.topic, error,
-                           body[:256].hex())
-            return  # acknowledge: the broker sending it again would not make it better
-        for error in errors:
-            metrics.ERRORS.labels(PROTOCOL).inc()
-            logger.warning("Bad part of MQTT message on %s: %s", message.topic, error)
-        metrics.FRAMES.labels(PROTOCOL).inc()
-        unit = await authenticate_patiently(self.directory, identifier, PROTOCOL, "mqtt",
-                                            _user_property(message, "secret"))
-        if unit is None:
-            return
-        self.pipeline.attach_raw(decoded, body)
-        await self.pipeline.store(unit, PROTOCOL, decoded)
-        metrics.ACK_LATENCY.labels(PROTOCOL).observe(time.monotonic() - arrived)
+        await receive_unit_message(self.pipeline, self.directory, PROTOCOL, identifier, kind,
+                                   body, "mqtt", _user_property(message, "secret"))
 
 
 def _user_property(message: aiomqtt.Message, name: str) -> str | None:

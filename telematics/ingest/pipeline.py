@@ -24,9 +24,12 @@ from django.db import Error as DatabaseError
 from django.db import connection
 
 from telematics import metrics
+from telematics.can.signals import SignalSample
+from telematics.can.teltonika_io import signals_from_io
 from telematics.ingest.directory import Unit
 from telematics.ingest.filters import FixFilter
-from telematics.ingest.store import PositionRow, ResponseRow, store_batch
+from telematics.ingest.store import CanRows, PositionRow, ResponseRow, store_batch
+from telematics.ingest.thinning import SignalThinner
 from telematics.protocols.base import Decoded
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ class _Pending:
     responses: list[ResponseRow]
     device_id: int
     done: asyncio.Future = field(repr=False)
+    can_rows: CanRows | None = None
 
 
 class IngestPipeline:
@@ -53,6 +57,7 @@ class IngestPipeline:
         channel_layer=None,
     ):
         self.fix_filter = fix_filter or FixFilter()
+        self.thinner = SignalThinner()
         self.batch_max = batch_max
         self.batch_wait = batch_wait
         self.store_raw = store_raw
@@ -60,6 +65,9 @@ class IngestPipeline:
         self.db_executor = ThreadPoolExecutor(1, thread_name_prefix="ingest-store")
         self.lookup_executor = ThreadPoolExecutor(1, thread_name_prefix="ingest-lookup")
         self.stored_listeners: list[StoredListener] = []
+        from telematics.ingest.unit_messages import CanDecoderCache
+
+        self.can_decoders = CanDecoderCache(self.lookup_executor)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._live: asyncio.Queue[dict[int, list[dict]]] = asyncio.Queue(maxsize=1000)
         self._tasks: list[asyncio.Task] = []
@@ -106,11 +114,33 @@ class IngestPipeline:
             for r in decoded.responses
         ]
         done = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(positions, responses, unit.device_id, done))
+        await self._queue.put(_Pending(positions, responses, unit.device_id, done,
+                                       self._can_rows(unit, decoded)))
         await done
         if positions:
             metrics.RECORDS_STORED.labels(protocol).inc(len(positions))
         return len(positions)
+
+    def _can_rows(self, unit: Unit, decoded: Decoded) -> CanRows | None:
+        """Vehicle signals of a frame: CAN samples plus what Teltonika IO elements carry."""
+        if unit.vehicle_id is None:
+            return None
+        samples = list(decoded.samples)
+        for fix in decoded.fixes:
+            samples += signals_from_io(fix.attributes, fix.fix_time)
+        if not (samples or decoded.faults or decoded.fault_reports):
+            return None
+        latest: dict[str, SignalSample] = {}
+        stored = []
+        for sample in samples:
+            if sample.time is None:
+                continue
+            if sample.signal not in latest or sample.time > latest[sample.signal].time:
+                latest[sample.signal] = sample
+            if self.thinner.keep(unit.vehicle_id, sample):
+                stored.append(sample)
+        return CanRows(unit.vehicle_id, unit.organisation_id, unit.device_id, stored, latest,
+                       list(decoded.faults), dict(decoded.fault_reports))
 
     async def _store_worker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -139,12 +169,13 @@ class IngestPipeline:
         positions = [p for item in batch for p in item.positions]
         responses = [r for item in batch for r in item.responses]
         seen = {item.device_id for item in batch}
+        can_rows = [item.can_rows for item in batch if item.can_rows is not None]
         delay = 0.2
         while True:
             try:
                 moved = await loop.run_in_executor(
-                    self.db_executor, store_batch, positions, responses, seen,
-                    datetime.now(UTC),
+                    self.db_executor, _store_in_thread, positions, responses, seen,
+                    datetime.now(UTC), can_rows,
                 )
                 break
             except DatabaseError as error:
@@ -219,6 +250,11 @@ class IngestPipeline:
                 if failing_since is None:
                     logger.warning("Live updates failing (storing goes on): %r", error)
                     failing_since = time.monotonic()
+
+
+def _store_in_thread(*args) -> set[int]:
+    connection.close_if_unusable_or_obsolete()  # a dead connection after an outage
+    return store_batch(*args)
 
 
 def _close_connection() -> None:

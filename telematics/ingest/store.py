@@ -13,12 +13,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import connection, transaction
 
-from telematics.models import CommandResponse, Device, Position
+from telematics.can.signals import SIGNALS, FaultCode, SignalSample
+from telematics.models import (
+    CommandResponse,
+    Device,
+    Event,
+    Fault,
+    Position,
+    VehicleState,
+)
+from telematics.models import (
+    SignalSample as SampleModel,
+)
 from telematics.protocols.base import Fix
+
+COUNTER_SIGNALS = {"odometer", "engine_hours"}
 
 POSITION_COLUMNS = (
     "device_id", "vehicle_id", "fix_time", "server_time", "latitude", "longitude",
@@ -56,12 +69,30 @@ class ResponseRow:
     received_time: datetime
 
 
+@dataclass(slots=True)
+class CanRows:
+    """Signals and faults of one vehicle from one frame or message."""
+
+    vehicle_id: int
+    organisation_id: int
+    device_id: int
+    stored: list[SignalSample]  # thinned: these become rows
+    latest: dict[str, SignalSample]  # newest value per signal: the vehicle's state
+    faults: list[FaultCode]
+    fault_reports: dict[str, datetime]
+
+
 def store_batch(
-    positions: list[PositionRow], responses: list[ResponseRow], seen: set[int], now: datetime
+    positions: list[PositionRow],
+    responses: list[ResponseRow],
+    seen: set[int],
+    now: datetime,
+    can_rows: list[CanRows] | None = None,
 ) -> set[int]:
     """Store everything in one transaction; returns the vehicles whose state moved forward."""
-    connection.close_if_unusable_or_obsolete()
     with transaction.atomic():
+        if can_rows:
+            _store_can(can_rows, now)
         if positions:
             if connection.vendor == "postgresql":
                 _copy_positions(positions)
@@ -153,3 +184,86 @@ def _advance_vehicle_states(positions: list[PositionRow]) -> set[int]:
             moved.update(row[0] for row in cursor.fetchall())
     return moved
 
+
+
+def _store_can(can_rows: list[CanRows], now: datetime) -> None:
+    SampleModel.objects.bulk_create(
+        (
+            SampleModel(vehicle_id=r.vehicle_id, device_id=r.device_id, signal=sample.signal,
+                        time=sample.time, value=sample.value, source=sample.source[:64])
+            for r in can_rows for sample in r.stored
+        ),
+        batch_size=1000, ignore_conflicts=True,
+    )
+    latest: dict[int, dict[str, SignalSample]] = {}
+    for r in can_rows:
+        newest = latest.setdefault(r.vehicle_id, {})
+        for key, sample in r.latest.items():
+            if key not in newest or sample.time > newest[key].time:
+                newest[key] = sample
+    counters_moved = set()
+    for vehicle_id, newest in latest.items():
+        state, _ = VehicleState.objects.select_for_update().get_or_create(vehicle_id=vehicle_id)
+        signals = dict(state.signals or {})
+        for key, sample in newest.items():
+            known = signals.get(key)
+            if known is None or known.get("time", "") < sample.time.isoformat():
+                unit = SIGNALS[key].unit if key in SIGNALS else ""
+                signals[key] = {"value": sample.value, "time": sample.time.isoformat(),
+                                "unit": unit, "source": sample.source}
+                if key in COUNTER_SIGNALS:
+                    counters_moved.add(vehicle_id)
+        if signals != state.signals:
+            state.signals = signals
+            state.save(update_fields=["signals"])
+    events: list[Event] = []
+    for r in can_rows:
+        if r.faults or r.fault_reports:
+            events += _apply_faults(r)
+    Event.objects.bulk_create(events)
+    if counters_moved:
+        from telematics.maintenance import evaluate_plans
+
+        evaluate_plans(counters_moved, now)
+
+
+def _apply_faults(rows: CanRows) -> list[Event]:
+    """Open newly reported faults, refresh known ones, close the ones a report left out."""
+    events = []
+    reported: dict[str, set[str]] = {}
+    for fault in rows.faults:
+        reported.setdefault(fault.source, set()).add(fault.code)
+        seen_at = fault.time or datetime.now(UTC)
+        lamps = {name: value for name in ("mil_lamp", "red_stop_lamp", "amber_warning_lamp",
+                                          "protect_lamp")
+                 if (value := getattr(fault, name)) is not None}
+        known = Fault.objects.filter(vehicle_id=rows.vehicle_id, code=fault.code,
+                                     source=fault.source, closed_at=None).first()
+        if known is not None:
+            if seen_at > known.last_seen:
+                known.last_seen = seen_at
+                known.occurrence = fault.occurrence
+                known.lamps = lamps
+                known.save(update_fields=["last_seen", "occurrence", "lamps"])
+            continue
+        Fault.objects.create(
+            vehicle_id=rows.vehicle_id, code=fault.code, source=fault.source,
+            description=(fault.description or "")[:200], spn=fault.spn, fmi=fault.fmi,
+            occurrence=fault.occurrence, lamps=lamps, first_seen=seen_at, last_seen=seen_at,
+        )
+        events.append(Event(organisation_id=rows.organisation_id, vehicle_id=rows.vehicle_id,
+                            type="fault_opened", time=seen_at,
+                            attributes={"code": fault.code, "description": fault.description,
+                                        "source": fault.source}))
+    for source, reported_at in rows.fault_reports.items():
+        cleared = Fault.objects.filter(
+            vehicle_id=rows.vehicle_id, source=source, closed_at=None, last_seen__lt=reported_at
+        ).exclude(code__in=reported.get(source, set()))
+        for fault in cleared:
+            fault.closed_at = reported_at
+            fault.save(update_fields=["closed_at"])
+            events.append(Event(organisation_id=rows.organisation_id,
+                                vehicle_id=rows.vehicle_id, type="fault_closed",
+                                time=reported_at,
+                                attributes={"code": fault.code, "source": source}))
+    return events

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CAN package imports this module for DecodeError
+    from telematics.can.signals import FaultCode, SignalSample
 
 
 class DecodeError(ValueError):
@@ -69,6 +72,10 @@ class Decoded:
     - ``refusal``: bytes to send instead when the identifier is refused.
     - ``events``: non-position happenings without a fix (heartbeat, status), kept as
       attributes for the unit's latest state and the frame counters.
+    - ``samples`` / ``faults``: vehicle signals and fault codes read from the CAN bus.
+    - ``fault_reports``: sources that sent a complete list of their active faults (a
+      DM1, an OBD-II mode 03 reply) and when; an open fault of such a source that is not
+      in the list has cleared.
     """
 
     identifier: str | None = None
@@ -77,3 +84,6 @@ class Decoded:
     reply: bytes | None = None
     refusal: bytes | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[SignalSample] = field(default_factory=list)
+    faults: list[FaultCode] = field(default_factory=list)
+    fault_reports: dict[str, datetime] = field(default_factory=dict)

@@ -22,7 +22,7 @@ def test_sample_capture_end_to_end() -> None:
     frames, parse_errors = parse_candump((DATA_DIR / "sample_candump.log").read_text())
     assert len(parse_errors) == 4
     # line 10 was broken, so the second BAM packet arrives only on line 11
-    samples, faults, errors = VehicleCanDecoder().decode(frames)
+    samples, faults, errors, _ = VehicleCanDecoder().decode(frames)
     assert [(s.signal, s.value, s.source) for s in samples] == [
         ("engine_speed", 1726.0, "obd2:7E8:0C"),
         ("vehicle_speed", 18.0, "obd2:7E8:0D"),
@@ -48,7 +48,7 @@ def test_bad_frames_become_errors_and_good_ones_survive() -> None:
         CanFrame(math.nan, 0x7E8, False, b"\x03\x41\x0d\x12"),  # unusable timestamp
         frame(0x0CF004FE, "FFFFFF6019FFFFFF"),
     ]
-    samples, faults, errors = VehicleCanDecoder().decode(frames)
+    samples, faults, errors, _ = VehicleCanDecoder().decode(frames)
     assert [(s.signal, s.value) for s in samples] == [
         ("vehicle_speed", 18.0),
         ("engine_speed", 812.0),
@@ -65,7 +65,7 @@ def test_bad_frames_become_errors_and_good_ones_survive() -> None:
 
 def test_dbc_takes_precedence_and_unknown_ids_are_errors() -> None:
     decoder = VehicleCanDecoder(dbc=MAZDA)
-    samples, _, errors = decoder.decode(
+    samples, _, errors, _ = decoder.decode(
         [
             frame(513, "1AF800004E205000"),  # mazda speed frame
             frame(0x7E8, "03410D12AAAAAAAA"),  # still OBD-II
@@ -99,8 +99,19 @@ def test_bam_state_carries_across_batches() -> None:
             frame(0x18EBFF00, "020001024523237F", ts=T0 + 0.1),
         ]
     )
-    assert first == ([], [], [])
+    assert first == ([], [], [], {})
     assert [f.spn for f in second.faults] == [110, 100, 74565]
+    # The reassembled DM1 is a complete fault list of source address 0x00.
+    assert list(second.fault_reports) == ["j1939:DM1:00"]
+
+
+def test_fault_reports_name_sources_even_without_faults() -> None:
+    result = VehicleCanDecoder().decode([
+        frame(0x18FECA00, "0000000000000000"),  # DM1 from SA 0x00: no active faults
+        frame(0x7E8, "024300AAAAAAAAAA"),  # mode 03 reply: no stored codes
+    ])
+    assert result.faults == []
+    assert set(result.fault_reports) == {"j1939:DM1:00", "obd2:7E8:stored"}
 
 
 def test_error_list_is_capped() -> None:
@@ -133,9 +144,10 @@ frames_strategy = st.builds(
 @given(st.lists(frames_strategy, max_size=30))
 def test_fuzz_decoder_never_raises(frames: list[CanFrame]) -> None:
     for decoder in (VehicleCanDecoder(), VehicleCanDecoder(dbc=MAZDA)):
-        samples, faults, errors = decoder.decode(frames)
-        assert len(samples) + len(faults) + len(errors) >= 0
+        samples, faults, errors, reports = decoder.decode(frames)
+        assert len(errors) <= decoder.max_errors + 1
         assert all(math.isfinite(s.value) for s in samples)
+        assert all(f.source in reports for f in faults)
 
 
 @settings(max_examples=200, deadline=None)

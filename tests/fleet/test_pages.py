@@ -34,7 +34,9 @@ def test_admin_login_page(client):
 def test_admin_lists_every_model(admin_client):
     for model in ("fleet/organisation", "fleet/vehicle", "fleet/driver", "fleet/membership",
                   "telematics/device", "telematics/position", "telematics/unknownunit",
-                  "telematics/vehiclestate", "logbook/trip"):
+                  "telematics/vehiclestate", "telematics/signalsample", "telematics/fault",
+                  "telematics/event", "telematics/dbcfile", "telematics/serviceplan",
+                  "logbook/trip"):
         assert admin_client.get(f"/admin/{model}/").status_code == 200, model
 
 

@@ -15,7 +15,7 @@ from telematics.ingest.runner import start_ingest
 from telematics.management.commands.ingest import format_stats
 from telematics.models import Position, UnknownUnit
 from telematics.simulator.encoders import fix_at, teltonika_avl, teltonika_login
-from tests.ingest.conftest import IMEI, db
+from tests.support import IMEI, db
 
 
 async def login(port: int, imei: str = IMEI):

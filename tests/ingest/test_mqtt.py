@@ -15,7 +15,7 @@ import pytest
 
 from telematics.ingest.runner import start_ingest
 from telematics.models import Position, UnknownUnit
-from tests.ingest.conftest import db
+from tests.support import db
 
 MQTT_URL = os.environ.get("MQTT_URL", "")
 pytestmark = pytest.mark.skipif(not MQTT_URL, reason="MQTT_URL is not set (CI sets it)")

@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 
 from telematics.models import Position, UnknownUnit, VehicleState
 from telematics.services import register_unit
-from tests.ingest.conftest import db
+from tests.support import db
 
 DATA = Path(__file__).parent.parent / "data"
 

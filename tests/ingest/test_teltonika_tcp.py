@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from telematics.models import Position, UnknownUnit, VehicleState
 from telematics.simulator.encoders import fix_at, teltonika_avl, teltonika_login, teltonika_udp
-from tests.ingest.conftest import IMEI, db
+from tests.support import IMEI, db
 
 
 def drive(start: datetime, count: int, **fields):
