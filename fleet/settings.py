@@ -108,7 +108,10 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------
 DEFAULT_SQLITE_URL = f"sqlite:///{VAR_DIR / 'fleetbook.sqlite3'}"
 DATABASE_URL = os.environ.get("DATABASE_URL", "") or DEFAULT_SQLITE_URL
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# Under ASGI every request may run in a new thread, so persistent connections would only
+# linger (Django's advice); the ingest threads keep theirs open on their own.
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL,
+                                              conn_max_age=env_int("CONN_MAX_AGE", 0))}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     # WAL lets the web pages read while the ingest listeners write in the same process;
@@ -224,6 +227,8 @@ API_FEED_SETTLE_S = env_float("API_FEED_SETTLE_S", 5.0)
 # --- Map ------------------------------------------------------------------------------
 # Tile URL template for the live map; empty gives a plain background.
 MAP_TILE_URL = os.environ.get("MAP_TILE_URL", "")
+# Tile providers require their attribution on the map, e.g. "© OpenStreetMap contributors".
+MAP_TILE_ATTRIBUTION = os.environ.get("MAP_TILE_ATTRIBUTION", "")
 
 # --- Telematics ingest ----------------------------------------------------------------
 MQTT_URL = os.environ.get("MQTT_URL", "")
@@ -263,3 +268,23 @@ LOGGING = {
 # The demo serves static files straight from the app folders (WHITENOISE_USE_FINDERS);
 # only a production deployment runs collectstatic into STATIC_ROOT.
 warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+
+# --- Logbook --------------------------------------------------------------------------
+# Thresholds of trip derivation and the logbook rules are per organisation (admin:
+# Logbook settings; defaults for cars, see logbook/README.md). These are per process.
+# Derive trips live in the ingest process (a worker thread fed after each stored batch).
+LOGBOOK_LIVE = env_bool("LOGBOOK_LIVE", True)
+# How often the trip tracker closes the trips of silent vehicles and fills addresses (s).
+LOGBOOK_HOUSEKEEPING_S = env_float("LOGBOOK_HOUSEKEEPING_S", 30.0)
+# Reverse geocoding with geopy: provider name and server URL (a self-hosted Nominatim in
+# production, e.g. http://nominatim:8080). Empty URL: the organisations' named places only,
+# fully offline.
+GEOCODER_PROVIDER = os.environ.get("GEOCODER_PROVIDER", "nominatim")
+GEOCODER_URL = os.environ.get("GEOCODER_URL", "")
+GEOCODER_USER_AGENT = os.environ.get("GEOCODER_USER_AGENT", "fleetbook-logbook")
+GEOCODER_TIMEOUT_S = env_float("GEOCODER_TIMEOUT_S", 5.0)
+# Pause between two requests; the public Nominatim allows one a second, your own any.
+GEOCODER_MIN_DELAY_S = env_float("GEOCODER_MIN_DELAY_S", 1.0)
+GEOCODER_LANGUAGE = os.environ.get("GEOCODER_LANGUAGE", "de")
+# Addresses are cached by coordinates rounded to this many decimals (4: about 11 m).
+GEOCODER_CACHE_DECIMALS = env_int("GEOCODER_CACHE_DECIMALS", 4)

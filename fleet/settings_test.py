@@ -16,3 +16,10 @@ SECURE_HSTS_SECONDS = 0
 # Two test runs sharing one Redis must not hear each other's live updates.
 if CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):  # noqa: F405
     CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"fleetbook-test-{os.getpid()}"  # noqa: F405
+
+# Two test runs on one machine (or a developer's run beside CI) get their own databases.
+_run = os.getpid()
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{_run}.sqlite3")}  # noqa: F405
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{_run}"}  # noqa: F405

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db import Error as DatabaseError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 
 from telematics import metrics
+from telematics.ingest.connections import drop_broken_connection
 from telematics.models import Device, UnknownUnit
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class UnitDirectory:
 
 
 def _load_unit(identifier: str) -> Unit | None:
-    connection.close_if_unusable_or_obsolete()
+    drop_broken_connection()
     row = (
         Device.objects.filter(identifier=identifier, active=True)
         .values_list("pk", "organisation_id", "vehicle_id", "secret")
@@ -111,7 +112,7 @@ def _load_unit(identifier: str) -> Unit | None:
 
 
 def _record_unknown_unit(identifier: str, protocol: str, remote: str) -> None:
-    connection.close_if_unusable_or_obsolete()
+    drop_broken_connection()
     now = datetime.now(UTC)
     identifier = identifier[:64]
     with transaction.atomic():

@@ -26,6 +26,7 @@ from django.db import connection
 from telematics import metrics
 from telematics.can.signals import SignalSample
 from telematics.can.teltonika_io import signals_from_io
+from telematics.ingest.connections import drop_broken_connection
 from telematics.ingest.directory import Unit
 from telematics.ingest.filters import FixFilter
 from telematics.ingest.store import CanRows, PositionRow, ResponseRow, store_batch
@@ -253,7 +254,7 @@ class IngestPipeline:
 
 
 def _store_in_thread(*args) -> set[int]:
-    connection.close_if_unusable_or_obsolete()  # a dead connection after an outage
+    drop_broken_connection()
     return store_batch(*args)
 
 

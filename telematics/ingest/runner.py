@@ -17,6 +17,7 @@ import uvicorn
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from logbook.live import attach_trip_tracker
 from telematics.ingest.directory import UnitDirectory
 from telematics.ingest.filters import FixFilter
 from telematics.ingest.http import OsmandApp
@@ -86,6 +87,7 @@ async def start_ingest(
         store_raw=settings.INGEST_STORE_RAW,
         channel_layer=get_channel_layer(),
     )
+    attach_trip_tracker(pipeline)
     await pipeline.start()
     await _prepare_partitions(pipeline)
     directory = UnitDirectory(pipeline.lookup_executor,

@@ -98,9 +98,9 @@ class CanDecoderCache:
 
 
 def _dbc_in_thread(vehicle_id: int) -> tuple | None:
-    from django.db import connection
+    from telematics.ingest.connections import drop_broken_connection
 
-    connection.close_if_unusable_or_obsolete()
+    drop_broken_connection()
     return dbc_for_vehicle(vehicle_id)
 
 
