@@ -1,6 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from fleet.models import Driver, Membership, Organisation, Vehicle
+from fleet.api.services import create_api_key, revoke_api_key
+from fleet.models import ApiKey, Driver, Membership, Organisation, Vehicle
 
 
 @admin.register(Organisation)
@@ -29,3 +30,38 @@ class DriverAdmin(admin.ModelAdmin):
     list_display = ["name", "organisation", "user", "identification_key"]
     list_filter = ["organisation"]
     search_fields = ["name", "identification_key"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are made here or through the API; the full key is shown once, on saving."""
+
+    list_display = ["name", "prefix", "organisation", "created_by", "created", "last_used",
+                    "revoked"]
+    list_filter = ["organisation"]
+    search_fields = ["name", "prefix"]
+    fields = ["organisation", "name", "prefix", "created_by", "created", "last_used", "revoked"]
+    readonly_fields = ["prefix", "created_by", "created", "last_used", "revoked"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "organisation"] if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            obj.save(update_fields=["name"])
+            return
+        key, raw_key = create_api_key(obj.organisation, obj.name, created_by=request.user)
+        obj.pk, obj.prefix = key.pk, key.prefix
+        messages.warning(
+            request, f"The new key is {raw_key} . Copy it now: it is not shown again."
+        )
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead, so the audit trail stays
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset) -> None:
+        for key in queryset:
+            revoke_api_key(key)
+        messages.success(request, f"Revoked {queryset.count()} key(s).")

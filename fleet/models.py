@@ -121,3 +121,38 @@ class Vehicle(models.Model):
     def clean(self) -> None:
         if self.default_driver and self.default_driver.organisation_id != self.organisation_id:
             raise ValidationError({"default_driver": "The driver belongs to another organisation."})
+
+
+class ApiKey(models.Model):
+    """A key a dispatch system or other integration uses instead of a person's login.
+
+    A key acts as an admin of its organisation, without a user. Only a SHA-256 digest of
+    the key is stored (keys are long and random, so a slow password hash adds nothing but
+    latency to every request); the full key is shown once, when it is created. The
+    prefix, stored in clear, finds the row and tells keys apart in lists and logs.
+    Revoking keeps the row so the audit trail (who created it, when it was last used)
+    survives.
+    """
+
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100, help_text="What uses the key, e.g. 'Dispatch'.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    hashed_key = models.CharField(max_length=64, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+", editable=False,
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the key was revoked."
+    )
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -1,0 +1,1 @@
+"""The REST API that dispatch systems and other integrations use (``/api/v1/``)."""

@@ -1,0 +1,23 @@
+"""``/api/v1/``: the resources, the token login, the position feed, schema and docs."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from fleet.api import views
+
+router = SimpleRouter()
+router.register("organizations", views.OrganisationViewSet, basename="api-organisation")
+router.register("users", views.UserViewSet, basename="api-user")
+router.register("vehicles", views.VehicleViewSet, basename="api-vehicle")
+router.register("devices", views.DeviceViewSet, basename="api-device")
+router.register("drivers", views.DriverViewSet, basename="api-driver")
+router.register("api-keys", views.ApiKeyViewSet, basename="api-key")
+
+urlpatterns = [
+    path("auth/token/", views.TokenView.as_view(), name="api-token"),
+    path("positions/feed/", views.PositionFeedView.as_view(), name="api-position-feed"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    *router.urls,
+]
