@@ -72,7 +72,11 @@ class Position(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["device", "fix_time"], name="position_unique_fix")
         ]
-        indexes = [models.Index(fields=["vehicle", "fix_time"], name="position_vehicle_time")]
+        indexes = [
+            models.Index(fields=["vehicle", "fix_time"], name="position_vehicle_time"),
+            # The API's position feed pages through (server_time, id).
+            models.Index(fields=["server_time", "id"], name="position_server_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.device_id} @ {self.fix_time:%Y-%m-%d %H:%M:%S}"

@@ -173,10 +173,16 @@ class IngestPipeline:
         can_rows = [item.can_rows for item in batch if item.can_rows is not None]
         delay = 0.2
         while True:
+            # server_time is when the row is stored, not when the frame arrived, so a
+            # client paging the position feed by server_time never misses a batch that
+            # waited out a database outage.
+            stored_at = datetime.now(UTC)
+            for p in positions:
+                p.server_time = stored_at
             try:
                 moved = await loop.run_in_executor(
                     self.db_executor, _store_in_thread, positions, responses, seen,
-                    datetime.now(UTC), can_rows,
+                    stored_at, can_rows,
                 )
                 break
             except DatabaseError as error:
