@@ -4,7 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from fleet.api import views
+from fleet.api import vehicle_data, views
 
 router = SimpleRouter()
 router.register("organizations", views.OrganisationViewSet, basename="api-organisation")
@@ -13,6 +13,10 @@ router.register("vehicles", views.VehicleViewSet, basename="api-vehicle")
 router.register("devices", views.DeviceViewSet, basename="api-device")
 router.register("drivers", views.DriverViewSet, basename="api-driver")
 router.register("api-keys", views.ApiKeyViewSet, basename="api-key")
+router.register("faults", vehicle_data.FaultViewSet, basename="api-fault")
+router.register("service-plans", vehicle_data.ServicePlanViewSet, basename="api-service-plan")
+router.register(r"vehicles/(?P<vehicle_pk>[^/.]+)/signals", vehicle_data.VehicleSignalsViewSet,
+                basename="api-vehicle-signal")
 
 urlpatterns = [
     path("auth/token/", views.TokenView.as_view(), name="api-token"),
