@@ -17,6 +17,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from fleet.models import ApiKey
+from telematics.models import Fault, ServicePlan
 from tests.api.conftest import add_positions
 
 
@@ -101,11 +102,23 @@ def test_api_never_answers_500(api_schema, fleets, method, path):
         "vehicles": fleets.van.pk, "devices": fleets.van_unit.pk,
         "drivers": fleets.dana.pk, "api-keys": ApiKey.objects.filter(
             organisation=fleets.acme).values_list("pk", flat=True).first(),
+        "faults": Fault.objects.create(
+            vehicle=fleets.van, code="P0104", source="obd2:7E8:stored",
+            first_seen=fleets.van.created, last_seen=fleets.van.created).pk,
+        "service-plans": ServicePlan.objects.create(
+            vehicle=fleets.van, name="Oil", interval_km=15000,
+            last_done_at=fleets.van.created).pk,
     }
     runs = [(mode, None) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
-    if "{id}" in path:
-        real_id = {"id": own_ids[path.split("/")[3]]}
-        runs += [(GenerationMode.POSITIVE, real_id), (GenerationMode.NEGATIVE, real_id)]
+    real_ids = {}
+    if "{vehicle_pk}" in path:
+        real_ids["vehicle_pk"] = fleets.van.pk
+        if "{id}" in path:
+            real_ids["id"] = "fuel_level"
+    elif "{id}" in path:
+        real_ids["id"] = own_ids[path.split("/")[3]]
+    if real_ids:
+        runs += [(GenerationMode.POSITIVE, real_ids), (GenerationMode.NEGATIVE, real_ids)]
     for mode, path_parameters in runs:
 
         @given(case=operation.as_strategy(generation_mode=mode,
