@@ -1,0 +1,793 @@
+"""The logbook's rules: revisions, classification, locking, drivers, corrections, integrity.
+
+Every change to a trip goes through ``create_trip`` or ``change_trip``: they write the
+trip and append its revisions to the vehicle's hash chain in one transaction, under the
+vehicle's ``VehicleTripState`` row lock, so two writers can never fork the chain.
+Derivation (``logbook.derivation``) writes trips through the same two functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from fleet.models import Driver, Organisation, Role, Vehicle
+from fleet.selectors import Actor, actor_of
+from logbook import chain
+from logbook.models import (
+    CREATED,
+    Category,
+    DriverSession,
+    DriverSource,
+    GapStatus,
+    Interface,
+    LogbookSettings,
+    NamedPlace,
+    OdometerGap,
+    PlaceKind,
+    Trip,
+    TripOrigin,
+    TripRevision,
+    TripStatus,
+    VehicleLogbook,
+    VehicleTripState,
+)
+from logbook.tripstate import distance_m
+
+SYSTEM = "system"
+
+
+class LogbookError(ValidationError):
+    """A change the logbook rules refuse, with a message per trip and field.
+
+    ``messages`` is ``{trip_id: {field: message}}``; ``"__all__"`` is about the whole trip.
+    """
+
+    def __init__(self, messages: dict[int, dict[str, str]]):
+        self.messages_by_trip = messages
+        flat = [f"Trip {trip_id}: {text}" for trip_id, fields in messages.items()
+                for text in fields.values()]
+        super().__init__(flat)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def logbook_settings_for(organisation: Organisation | int) -> LogbookSettings:
+    """The organisation's logbook settings, created with the defaults on first use."""
+    organisation_id = organisation if isinstance(organisation, int) else organisation.pk
+    found, _ = LogbookSettings.objects.get_or_create(organisation_id=organisation_id)
+    return found
+
+
+def edit_deadline(trip: Trip, settings: LogbookSettings) -> datetime:
+    """The moment the trip locks: ``edit_window_days`` after its end."""
+    return trip.end_time + timedelta(days=settings.edit_window_days)
+
+
+def is_editable(trip: Trip, settings: LogbookSettings, now: datetime | None = None) -> bool:
+    now = now or timezone.now()
+    return trip.locked_at is None and now < edit_deadline(trip, settings)
+
+
+# --------------------------------------------------------------------------- actors
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """Who made a change, as the revision keeps it."""
+
+    actor_id: int | None
+    name: str
+
+
+def who(actor: Any) -> Who:
+    """A user, an ``Actor`` (API key or member) or None (the system) as a revision author."""
+    if actor is None:
+        return Who(None, SYSTEM)
+    if isinstance(actor, Actor):
+        if actor.user is not None:
+            return who(actor.user)
+        if actor.api_key_id is not None:
+            return Who(None, f"api-key:{actor.api_key_id}")
+        return Who(None, SYSTEM)
+    return Who(actor.pk, actor.get_username())
+
+
+# --------------------------------------------------------------------------- the chain
+
+
+def lock_chain(vehicle_id: int) -> VehicleTripState:
+    """The vehicle's state row, locked for this transaction: the chain head lives in it."""
+    state = VehicleTripState.objects.select_for_update().filter(vehicle_id=vehicle_id).first()
+    if state is None:
+        VehicleTripState.objects.get_or_create(vehicle_id=vehicle_id)
+        state = VehicleTripState.objects.select_for_update().get(vehicle_id=vehicle_id)
+    return state
+
+
+class _Appender:
+    """Appends revisions to a locked chain head; ``flush`` writes rows and the head."""
+
+    def __init__(self, state: VehicleTripState):
+        self.state = state
+        self.rows: list[TripRevision] = []
+
+    def add(self, trip: Trip, field_name: str, old: Any, new: Any, trip_hash: str,
+            author: Who, interface: str, reason: str, now: datetime) -> None:
+        state = self.state
+        revision = TripRevision(
+            vehicle_id=trip.vehicle_id, trip_id=trip.pk, seq=state.chain_seq + 1, time=now,
+            actor_id=author.actor_id, actor_name=author.name[:150], interface=interface,
+            field=field_name, old_value=old, new_value=new, reason=reason[:300],
+            trip_hash=trip_hash, prev_hash=state.chain_hash,
+        )
+        revision.hash = chain.revision_hash(
+            state.chain_hash, chain.revision_payload(revision), trip_hash
+        )
+        state.chain_seq = revision.seq
+        state.chain_hash = revision.hash
+        self.rows.append(revision)
+
+    def flush(self) -> None:
+        if self.rows:
+            TripRevision.objects.bulk_create(self.rows)
+            self.rows = []
+            self.state.save(update_fields=["chain_seq", "chain_hash"])
+
+
+# Base data: written once by derivation (addresses are filled in once, if missing).
+_NEVER_CHANGED = frozenset(chain.BASE_FIELDS) | {"corrects", "organisation_id", "vehicle_id",
+                                                 "origin"}
+
+
+def create_trip(
+    trip: Trip,
+    *,
+    corrects: Sequence[Trip] = (),
+    actor: Any = None,
+    interface: str = Interface.DERIVATION,
+    reason: str = "",
+    now: datetime | None = None,
+    state: VehicleTripState | None = None,
+) -> Trip:
+    """Store a new trip with its creation revision (the whole entry as ``new_value``)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        state = state or lock_chain(trip.vehicle_id)
+        trip.base_hash = chain.base_hash(trip)
+        corrects_ids = [t.pk for t in corrects]
+        content = chain.content_of(trip, corrects_ids)
+        trip.content_hash = chain.content_hash(content)
+        trip.save(force_insert=True)
+        if corrects_ids:
+            trip.corrects.set(corrects_ids)
+        appender = _Appender(state)
+        appender.add(trip, CREATED, None, content, trip.content_hash, who(actor), interface,
+                     reason, now)
+        appender.flush()
+    return trip
+
+
+def change_trip(
+    trip: Trip,
+    updates: dict[str, Any],
+    *,
+    actor: Any = None,
+    interface: str,
+    reason: str = "",
+    now: datetime | None = None,
+    state: VehicleTripState | None = None,
+) -> list[str]:
+    """Change fields of a stored trip, one revision per changed field; returns their names.
+
+    ``updates`` is keyed by model attribute name (``driver_id``, ``category``...). This
+    is the only way anything changes a trip after it was created.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        state = state or lock_chain(trip.vehicle_id)
+        content = chain.content_of(trip)
+        appender = _Appender(state)
+        author = who(actor)
+        changed = []
+        for name, value in updates.items():
+            if name not in chain.CONTENT_FIELDS or name in _NEVER_CHANGED:
+                raise ValueError(f"{name} is base data: it is never changed")
+            old = content[name]
+            if name in ("start_address", "end_address") and old and value != old:
+                raise ValueError(f"{name} is base data: only a missing address is filled in")
+            setattr(trip, name, value)
+            new = chain.json_value(getattr(trip, name))
+            if new == old:
+                continue
+            content[name] = new
+            changed.append(name)
+            appender.add(trip, name, old, new, chain.content_hash(content), author, interface,
+                         reason, now)
+        if changed:
+            trip.content_hash = chain.content_hash(content)
+            trip.save(update_fields=[*changed, "content_hash"])
+            appender.flush()
+    return changed
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+@dataclass(slots=True)
+class ChainReport:
+    vehicle_id: int
+    revisions: int = 0
+    trips: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_chain(vehicle_id: int) -> ChainReport:
+    """Recompute a vehicle's revision chain and every trip from it.
+
+    Checks, in ``seq`` order: no missing or extra revision numbers, each ``prev_hash``
+    and ``hash``, that each revision's old value is what the trip held, and that the
+    trip content after it hashes to its ``trip_hash``. Then every stored trip must be
+    exactly what its revisions built. The first broken link is reported first.
+    """
+    report = ChainReport(vehicle_id)
+    prev = chain.GENESIS
+    built: dict[int, dict[str, Any]] = {}
+    expected_seq = 1
+    revisions = TripRevision.objects.filter(vehicle_id=vehicle_id).order_by("seq")
+    for revision in revisions.iterator(chunk_size=2000):
+        report.revisions += 1
+        where = f"revision #{revision.seq} (trip {revision.trip_id}, {revision.field})"
+        if revision.seq != expected_seq:
+            report.problems.append(f"{where}: expected #{expected_seq}, a revision is missing")
+            return report
+        expected_seq += 1
+        if revision.prev_hash != prev:
+            report.problems.append(f"{where}: does not follow the revision before it")
+            return report
+        payload = chain.revision_payload(revision)
+        if chain.revision_hash(prev, payload, revision.trip_hash) != revision.hash:
+            report.problems.append(f"{where}: the revision was altered")
+            return report
+        if revision.field == CREATED:
+            if revision.trip_id in built or not isinstance(revision.new_value, dict):
+                report.problems.append(f"{where}: a second or malformed creation")
+                return report
+            content = dict(revision.new_value)
+        else:
+            content = built.get(revision.trip_id)
+            if content is None:
+                report.problems.append(f"{where}: changes a trip before its creation")
+                return report
+            if content.get(revision.field) != revision.old_value:
+                report.problems.append(f"{where}: old value is not what the trip held")
+                return report
+            content = {**content, revision.field: revision.new_value}
+        if chain.content_hash(content) != revision.trip_hash:
+            report.problems.append(f"{where}: trip content does not match its hash")
+            return report
+        built[revision.trip_id] = content
+        prev = revision.hash
+    state = VehicleTripState.objects.filter(vehicle_id=vehicle_id).first()
+    if state is not None and (state.chain_seq, state.chain_hash) != (expected_seq - 1, prev):
+        report.problems.append(
+            f"chain head #{state.chain_seq} does not match the last revision #{expected_seq - 1}"
+        )
+        return report
+    trips = Trip.objects.filter(vehicle_id=vehicle_id).prefetch_related("corrects")
+    for trip in trips.order_by("start_time", "id").iterator(chunk_size=500):
+        report.trips += 1
+        content = built.pop(trip.pk, None)
+        if content is None:
+            report.problems.append(f"trip {trip.pk} ({trip}): has no creation revision")
+            return report
+        stored = chain.content_of(trip)
+        if stored != content:
+            fields_ = sorted(k for k in content if stored.get(k) != content.get(k))
+            report.problems.append(
+                f"trip {trip.pk} ({trip}): {', '.join(fields_)} differ from its revisions"
+            )
+            return report
+    if built:
+        report.problems.append(f"trips {sorted(built)} have revisions but are gone")
+    return report
+
+
+# --------------------------------------------------------------------------- drivers
+
+
+def driver_for_trip(
+    vehicle: Vehicle, start: datetime, keys: Iterable[str]
+) -> tuple[Driver | None, str]:
+    """Who drove: a reported identification key, the app session, else the default driver."""
+    keys = [k for k in keys if k]
+    if keys:
+        drivers = {
+            d.identification_key: d
+            for d in Driver.objects.filter(
+                organisation_id=vehicle.organisation_id, identification_key__in=keys
+            )
+        }
+        for key in keys:
+            if key in drivers:
+                return drivers[key], DriverSource.KEY
+    session = (
+        DriverSession.objects.filter(vehicle=vehicle, since__lte=start)
+        .filter(Q(until__isnull=True) | Q(until__gt=start))
+        .select_related("driver")
+        .order_by("-since")
+        .first()
+    )
+    if session is not None:
+        return session.driver, session.source
+    if vehicle.default_driver_id is not None:
+        return vehicle.default_driver, DriverSource.DEFAULT
+    return None, ""
+
+
+@transaction.atomic
+def assign_driver(
+    vehicle: Vehicle,
+    driver: Driver,
+    since: datetime,
+    *,
+    actor: Any = None,
+    interface: str = Interface.APP,
+    now: datetime | None = None,
+) -> DriverSession:
+    """The driver took the vehicle at ``since`` (chosen in the app, or set by a manager).
+
+    Ends the vehicle's and the driver's open sessions there, and gives the driver the
+    vehicle's editable trips from ``since`` on (up to a later session) that no
+    identification key decided. Each reassignment is a revision.
+    """
+    if driver.organisation_id != vehicle.organisation_id:
+        raise ValidationError("The driver belongs to another organisation.")
+    now = now or timezone.now()
+    state = lock_chain(vehicle.pk)
+    DriverSession.objects.filter(
+        Q(vehicle=vehicle) | Q(driver=driver), until__isnull=True, since__lte=since
+    ).update(until=since)
+    later = (
+        DriverSession.objects.filter(vehicle=vehicle, since__gt=since)
+        .order_by("since").values_list("since", flat=True).first()
+    )
+    session = DriverSession.objects.create(
+        vehicle=vehicle, driver=driver, since=since, until=later, source=DriverSource.APP
+    )
+    settings = logbook_settings_for(vehicle.organisation_id)
+    trips = Trip.objects.filter(
+        vehicle=vehicle, status=TripStatus.ACTIVE, start_time__gte=since, locked_at__isnull=True
+    ).exclude(driver_source=DriverSource.KEY)
+    if later is not None:
+        trips = trips.filter(start_time__lt=later)
+    for trip in trips:
+        if is_editable(trip, settings, now):
+            change_trip(trip, {"driver_id": driver.pk, "driver_source": DriverSource.APP},
+                        actor=actor, interface=interface, now=now, state=state,
+                        reason="driver chose the vehicle")
+    return session
+
+
+# --------------------------------------------------------------------------- classification
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    category: str
+    purpose: str = ""
+    partner: str = ""
+    destination: str = ""
+    note: str = ""
+    reason: str = ""
+
+
+_WORK_KINDS = (PlaceKind.DEPOT, PlaceKind.OFFICE)
+
+
+def suggest_category(trip: Trip, settings: LogbookSettings | None = None) -> Suggestion:
+    """What the rules suggest; the driver confirms it with one tap.
+
+    In this order: home and a depot/office at either end is a commute; the destination's
+    named place (its default category, a customer or supplier is business with the place
+    as partner); the vehicle's default category; else working hours (start on a working
+    day between ``work_start`` and ``work_end`` in the organisation's time zone) give
+    business, other times private.
+    """
+    settings = settings or logbook_settings_for(trip.organisation_id)
+    start_place = trip.start_place
+    end_place = trip.end_place
+    destination = end_place.label if end_place is not None else trip.end_address
+    defaults = VehicleLogbook.objects.filter(vehicle_id=trip.vehicle_id).first()
+    purpose = defaults.default_purpose if defaults is not None else ""
+    kinds = {getattr(start_place, "kind", None), getattr(end_place, "kind", None)}
+    if PlaceKind.HOME in kinds and kinds & set(_WORK_KINDS):
+        return Suggestion(Category.COMMUTE, note=settings.commute_note,
+                          reason="between home and workplace")
+    if end_place is not None:
+        category = end_place.default_category
+        if not category and end_place.kind in (PlaceKind.CUSTOMER, PlaceKind.SUPPLIER):
+            category = Category.BUSINESS
+        if category:
+            partner = end_place.partner or (
+                end_place.name if end_place.kind in (PlaceKind.CUSTOMER, PlaceKind.SUPPLIER)
+                else ""
+            )
+            return _suggestion(category, purpose, partner, destination, settings,
+                               f"destination {end_place.name}")
+    if defaults is not None and defaults.default_category:
+        return _suggestion(defaults.default_category, purpose, "", destination, settings,
+                           "vehicle default")
+    local = trip.start_time.astimezone(ZoneInfo(trip.organisation.time_zone))
+    working = (
+        str(local.isoweekday()) in settings.work_days
+        and settings.work_start <= local.time() < settings.work_end
+    )
+    if working:
+        return _suggestion(Category.BUSINESS, purpose, "", destination, settings,
+                           "working hours")
+    return Suggestion(Category.PRIVATE, reason="outside working hours")
+
+
+def _suggestion(category: str, purpose: str, partner: str, destination: str,
+                settings: LogbookSettings, reason: str) -> Suggestion:
+    if category == Category.BUSINESS:
+        return Suggestion(category, purpose, partner, destination, reason=reason)
+    if category == Category.COMMUTE:
+        return Suggestion(category, note=settings.commute_note, reason=reason)
+    return Suggestion(category, reason=reason)
+
+
+def _required_fields(category: str, values: dict[str, str]) -> dict[str, str]:
+    """Validation messages, one per missing field, for a classification."""
+    messages = {}
+    if category == Category.BUSINESS:
+        if not values["purpose"]:
+            messages["purpose"] = "A business trip needs its purpose."
+        if not values["partner"]:
+            messages["partner"] = "A business trip needs the business partner visited."
+        if not values["destination"]:
+            messages["destination"] = "A business trip needs its destination."
+    elif category == Category.COMMUTE:
+        if not values["note"]:
+            messages["note"] = "A commute needs a short note (e.g. 'Home – workplace')."
+    elif category != Category.PRIVATE:
+        messages["category"] = "Choose business, private or commute."
+    return messages
+
+
+def can_edit(trip: Trip, actor: Any) -> bool:
+    """The trip's driver edits it; a fleet manager only a trip nobody drove."""
+    acting = actor_of(actor)
+    if acting.is_superuser or acting.organisation_id != trip.organisation_id:
+        return False
+    if trip.driver_id is not None:
+        user = acting.user
+        return user is not None and trip.driver.user_id == user.pk
+    return acting.role == Role.ADMIN
+
+
+def classify(
+    trips: Sequence[Trip],
+    category: str,
+    *,
+    purpose: str = "",
+    partner: str = "",
+    destination: str = "",
+    note: str = "",
+    actor: Any,
+    interface: str = Interface.APP,
+    now: datetime | None = None,
+) -> list[Trip]:
+    """Classify one or several trips at once; all or none.
+
+    Raises ``PermissionDenied`` for a trip the actor may not edit and ``LogbookError``
+    with a message per trip and missing field (or a locked trip). A private trip keeps
+    no purpose, partner, destination or note.
+    """
+    values = {
+        "purpose": purpose.strip(), "partner": partner.strip(),
+        "destination": destination.strip(), "note": note.strip(),
+    }
+    if category == Category.PRIVATE:
+        values = dict.fromkeys(values, "")
+    elif category == Category.COMMUTE:
+        values.update(purpose="", partner="", destination="")
+    return _apply_classifications(
+        [(trip, category, values) for trip in trips], actor=actor, interface=interface, now=now
+    )
+
+
+def confirm_suggestions(
+    trips: Sequence[Trip], *, actor: Any, interface: str = Interface.APP,
+    now: datetime | None = None,
+) -> list[Trip]:
+    """The driver's one tap: take each trip's suggestion as its classification."""
+    plan = []
+    for trip in trips:
+        s = suggest_category(trip)
+        plan.append((trip, s.category, {"purpose": s.purpose, "partner": s.partner,
+                                        "destination": s.destination, "note": s.note}))
+    return _apply_classifications(plan, actor=actor, interface=interface, now=now)
+
+
+def _apply_classifications(
+    plan: list[tuple[Trip, str, dict[str, str]]], *, actor: Any, interface: str,
+    now: datetime | None,
+) -> list[Trip]:
+    now = now or timezone.now()
+    vehicles = sorted({trip.vehicle_id for trip, _, _ in plan})
+    # Committed on its own: a refused classification must not undo the locking.
+    lock_due_trips(now=now, vehicle_ids=vehicles)
+    with transaction.atomic():
+        states = {vehicle_id: lock_chain(vehicle_id) for vehicle_id in vehicles}
+        messages: dict[int, dict[str, str]] = {}
+        fresh = []
+        for trip, category, values in plan:
+            trip = Trip.objects.select_related("driver", "organisation").get(pk=trip.pk)
+            if not can_edit(trip, actor):
+                raise PermissionDenied(f"Trip {trip.pk} is not yours to classify.")
+            settings = logbook_settings_for(trip.organisation_id)
+            if trip.status != TripStatus.ACTIVE:
+                messages[trip.pk] = {"__all__": f"The trip is {trip.get_status_display()}."}
+            elif not is_editable(trip, settings, now):
+                messages[trip.pk] = {"__all__": (
+                    f"The trip is locked: it could be changed for {settings.edit_window_days} "
+                    f"days after it ended, until {edit_deadline(trip, settings):%Y-%m-%d %H:%M} "
+                    "UTC."
+                )}
+            else:
+                problems = _required_fields(category, values)
+                if problems:
+                    messages[trip.pk] = problems
+            fresh.append((trip, category, values))
+        if messages:
+            raise LogbookError(messages)
+        for trip, category, values in fresh:
+            change_trip(trip, {"category": category, **values}, actor=actor,
+                        interface=interface, now=now, state=states[trip.vehicle_id])
+    return [trip for trip, _, _ in fresh]
+
+
+# --------------------------------------------------------------------------- locking
+
+
+def lock_due_trips(
+    *,
+    now: datetime | None = None,
+    organisation: Organisation | None = None,
+    vehicle_ids: Iterable[int] | None = None,
+) -> int:
+    """Lock every trip whose edit window has closed; unclassified ones become private.
+
+    Run daily by ``lock_logbook`` and lazily before the logbook is read or changed, so
+    the window is exact whatever the schedule. Returns the number of trips locked.
+    """
+    now = now or timezone.now()
+    due = Trip.objects.filter(locked_at__isnull=True)
+    if organisation is not None:
+        due = due.filter(organisation=organisation)
+    if vehicle_ids is not None:
+        due = due.filter(vehicle_id__in=list(vehicle_ids))
+    locked = 0
+    settings_by_org: dict[int, LogbookSettings] = {}
+    # Any window is at least a day: nothing that ended within the last day can be due.
+    candidates = due.filter(end_time__lte=now - timedelta(days=1)).order_by("vehicle_id", "id")
+    for vehicle_id in candidates.values_list("vehicle_id", flat=True).distinct():
+        with transaction.atomic():
+            state = lock_chain(vehicle_id)
+            for trip in candidates.filter(vehicle_id=vehicle_id):
+                settings = settings_by_org.get(trip.organisation_id)
+                if settings is None:
+                    settings = settings_by_org[trip.organisation_id] = logbook_settings_for(
+                        trip.organisation_id)
+                if now < edit_deadline(trip, settings):
+                    continue
+                if trip.status == TripStatus.ACTIVE and not trip.category:
+                    change_trip(trip, {"category": Category.PRIVATE}, interface=Interface.LOCK,
+                                now=now, state=state,
+                                reason="unclassified when the edit window closed")
+                change_trip(trip, {"locked_at": now}, interface=Interface.LOCK, now=now,
+                            state=state, reason="edit window closed")
+                locked += 1
+    return locked
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+def _check_correctable(trips: Sequence[Trip], actor: Any, now: datetime) -> None:
+    messages = {}
+    for trip in trips:
+        if not can_edit(trip, actor) and actor_of(actor).role != Role.ADMIN:
+            raise PermissionDenied(f"Trip {trip.pk} is not yours to correct.")
+        if actor_of(actor).organisation_id != trip.organisation_id:
+            raise PermissionDenied(f"Trip {trip.pk} is not yours to correct.")
+        settings = logbook_settings_for(trip.organisation_id)
+        if trip.status != TripStatus.ACTIVE:
+            messages[trip.pk] = {"__all__": f"The trip is {trip.get_status_display()}."}
+        elif not is_editable(trip, settings, now):
+            messages[trip.pk] = {"__all__": "The trip is locked."}
+    if messages:
+        raise LogbookError(messages)
+
+
+@transaction.atomic
+def cancel_trip(
+    trip: Trip, reason: str, *, actor: Any, interface: str = Interface.WEB,
+    now: datetime | None = None,
+) -> Trip:
+    """A visible cancellation (towed, a unit on the wrong vehicle): the trip stays listed."""
+    now = now or timezone.now()
+    if not reason.strip():
+        raise LogbookError({trip.pk: {"status_reason": "Say why the trip is cancelled."}})
+    lock_due_trips(now=now, vehicle_ids=[trip.vehicle_id])
+    state = lock_chain(trip.vehicle_id)
+    trip.refresh_from_db()
+    _check_correctable([trip], actor, now)
+    change_trip(trip, {"status": TripStatus.CANCELLED, "status_reason": reason.strip()},
+                actor=actor, interface=interface, now=now, state=state)
+    return trip
+
+
+def _copy_base(trip: Trip) -> Trip:
+    return Trip(
+        organisation_id=trip.organisation_id, vehicle_id=trip.vehicle_id,
+        driver_id=trip.driver_id, driver_source=trip.driver_source,
+        start_time=trip.start_time, end_time=trip.end_time,
+        start_latitude=trip.start_latitude, start_longitude=trip.start_longitude,
+        end_latitude=trip.end_latitude, end_longitude=trip.end_longitude,
+        start_address=trip.start_address, end_address=trip.end_address,
+        start_place_id=trip.start_place_id, end_place_id=trip.end_place_id,
+        start_odometer_km=trip.start_odometer_km, end_odometer_km=trip.end_odometer_km,
+        distance_m=trip.distance_m, gps_distance_m=trip.gps_distance_m,
+        odometer_source=trip.odometer_source, max_speed_kmh=trip.max_speed_kmh,
+        route=list(trip.route), fix_count=trip.fix_count, end_reason=trip.end_reason,
+        decided_at=trip.decided_at, addresses_pending=trip.addresses_pending,
+        suggested_category=trip.suggested_category,
+    )
+
+
+@transaction.atomic
+def merge_trips(
+    trips: Sequence[Trip], *, actor: Any, interface: str = Interface.WEB,
+    now: datetime | None = None, reason: str = "merged",
+) -> Trip:
+    """Merge consecutive trips of one vehicle (a stop that was no destination) into one.
+
+    The originals stay, with status "merged"; the new trip runs from the first start to
+    the last end, odometer included, and lists them in ``corrects``.
+    """
+    now = now or timezone.now()
+    trips = sorted(trips, key=lambda t: t.start_time)
+    if len(trips) < 2 or len({t.vehicle_id for t in trips}) != 1:
+        raise ValidationError("Merge needs two or more trips of one vehicle.")
+    lock_due_trips(now=now, vehicle_ids=[trips[0].vehicle_id])
+    state = lock_chain(trips[0].vehicle_id)
+    trips = [Trip.objects.select_related("driver").get(pk=t.pk) for t in trips]
+    _check_correctable(trips, actor, now)
+    between = Trip.objects.filter(
+        vehicle_id=trips[0].vehicle_id, status=TripStatus.ACTIVE,
+        start_time__gt=trips[0].start_time, start_time__lt=trips[-1].start_time,
+    ).exclude(pk__in=[t.pk for t in trips])
+    if between.exists():
+        raise ValidationError("Only consecutive trips can be merged.")
+    first, last = trips[0], trips[-1]
+    for trip in trips:
+        change_trip(trip, {"status": TripStatus.MERGED, "status_reason": reason},
+                    actor=actor, interface=interface, now=now, state=state)
+    merged = _copy_base(first)
+    merged.end_time = last.end_time
+    merged.end_latitude, merged.end_longitude = last.end_latitude, last.end_longitude
+    merged.end_address, merged.end_place_id = last.end_address, last.end_place_id
+    merged.end_odometer_km = last.end_odometer_km
+    merged.distance_m = (last.end_odometer_km - first.start_odometer_km) * 1000.0
+    merged.gps_distance_m = sum(t.gps_distance_m for t in trips)
+    merged.max_speed_kmh = max(t.max_speed_kmh for t in trips)
+    merged.route = [point for t in trips for point in t.route]
+    merged.fix_count = sum(t.fix_count for t in trips)
+    merged.end_reason = last.end_reason
+    merged.decided_at = last.decided_at
+    merged.origin = TripOrigin.MERGE
+    categories = {t.category for t in trips}
+    if len(categories) == 1:
+        merged.category = first.category
+        merged.purpose, merged.partner = first.purpose, first.partner
+        merged.destination, merged.note = last.destination, first.note
+    return create_trip(merged, corrects=trips, actor=actor, interface=interface, now=now,
+                       state=state, reason=reason)
+
+
+@transaction.atomic
+def split_trip(
+    trip: Trip, at: datetime, *, actor: Any, interface: str = Interface.WEB,
+    now: datetime | None = None, reason: str = "split",
+) -> tuple[Trip, Trip]:
+    """Split a trip at a point of its route (a destination the parking rule missed).
+
+    The split point is the last route point at or before ``at``; the odometer there is
+    the start reading plus the part of the distance along the route, so both parts are
+    continuous and add up to the original. The original stays, with status "split".
+    """
+    now = now or timezone.now()
+    lock_due_trips(now=now, vehicle_ids=[trip.vehicle_id])
+    state = lock_chain(trip.vehicle_id)
+    trip = Trip.objects.select_related("driver").get(pk=trip.pk)
+    _check_correctable([trip], actor, now)
+    route = trip.route
+    times = [datetime.fromisoformat(point[0]) for point in route]
+    index = max((i for i, t in enumerate(times) if t <= at), default=0)
+    if index <= 0 or index >= len(route) - 1:
+        raise ValidationError("Split at a point between the trip's start and end.")
+    legs = [distance_m(a[1], a[2], b[1], b[2]) for a, b in pairwise(route)]
+    total = sum(legs)
+    share = sum(legs[:index]) / total if total > 0 else 0.5
+    split_km = trip.start_odometer_km + (trip.end_odometer_km - trip.start_odometer_km) * share
+    point = route[index]
+    change_trip(trip, {"status": TripStatus.SPLIT, "status_reason": reason}, actor=actor,
+                interface=interface, now=now, state=state)
+    first = _copy_base(trip)
+    first.end_time = times[index]
+    first.end_latitude, first.end_longitude = point[1], point[2]
+    first.end_address, first.end_place_id = "", None
+    first.end_odometer_km = split_km
+    first.distance_m = (split_km - trip.start_odometer_km) * 1000.0
+    first.gps_distance_m = trip.gps_distance_m * share
+    first.route = route[: index + 1]
+    first.fix_count = math.floor(trip.fix_count * share)
+    first.end_reason = "split"
+    first.decided_at = times[index]
+    first.addresses_pending = True
+    second = _copy_base(trip)
+    second.start_time = times[index]
+    second.start_latitude, second.start_longitude = point[1], point[2]
+    second.start_address, second.start_place_id = "", None
+    second.start_odometer_km = split_km
+    second.distance_m = (trip.end_odometer_km - split_km) * 1000.0
+    second.gps_distance_m = trip.gps_distance_m - first.gps_distance_m
+    second.route = route[index:]
+    second.fix_count = trip.fix_count - first.fix_count
+    second.addresses_pending = True
+    for part in (first, second):
+        part.origin = TripOrigin.SPLIT
+        part.category, part.purpose, part.partner = trip.category, trip.purpose, trip.partner
+        part.destination, part.note = trip.destination, trip.note
+        create_trip(part, corrects=[trip], actor=actor, interface=interface, now=now,
+                    state=state, reason=reason)
+    return first, second
+
+
+# --------------------------------------------------------------------------- odometer gaps
+
+
+def explain_gap(gap: OdometerGap, note: str, *, actor: Any, now: datetime | None = None) -> None:
+    """A fleet manager explains an odometer gap (workshop test drive, unit unplugged...)."""
+    acting = actor_of(actor)
+    if acting.organisation_id != gap.organisation_id or acting.role != Role.ADMIN:
+        raise PermissionDenied("Only the organisation's fleet manager explains odometer gaps.")
+    if not note.strip():
+        raise ValidationError("Say what happened.")
+    gap.note = note.strip()[:300]
+    gap.noted_by = who(actor).name
+    gap.noted_at = now or timezone.now()
+    gap.status = GapStatus.EXPLAINED
+    gap.save(update_fields=["note", "noted_by", "noted_at", "status"])
+
+
+def named_places_for(organisation_id: int) -> list[NamedPlace]:
+    return list(NamedPlace.objects.filter(organisation_id=organisation_id))
