@@ -12,6 +12,7 @@ from fleet.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SECURE_HSTS_SECONDS = 0
+SECURE_SSL_REDIRECT = False  # the test client and the browser tests speak plain HTTP
 
 # Two test runs sharing one Redis must not hear each other's live updates.
 if CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):  # noqa: F405

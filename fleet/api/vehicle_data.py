@@ -118,6 +118,12 @@ class ServiceCompletionSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, default="")
 
 
+VEHICLE_PK = OpenApiParameter("vehicle_pk", OpenApiTypes.INT, OpenApiParameter.PATH,
+                              description="The vehicle's id.")
+SIGNAL_KEY = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
+                              enum=sorted(SIGNALS), description="A signal's key.")
+
+
 class VehicleSignalsViewSet(viewsets.ViewSet):
     """``vehicles/{id}/signals/``: the latest value of each signal, and one's history."""
 
@@ -129,7 +135,7 @@ class VehicleSignalsViewSet(viewsets.ViewSet):
             raise ValidationError({"vehicle": ["Not a vehicle id."]})
         return get_object_or_404(vehicles_visible_to(actor_for(request)), pk=int(vehicle_pk))
 
-    @extend_schema(responses=SignalValueSerializer(many=True),
+    @extend_schema(parameters=[VEHICLE_PK], responses=SignalValueSerializer(many=True),
                    description="Latest value, unit and time of every signal the vehicle "
                    "has reported.")
     def list(self, request, vehicle_pk: str):
@@ -146,6 +152,7 @@ class VehicleSignalsViewSet(viewsets.ViewSet):
 
     @extend_schema(
         parameters=[
+            VEHICLE_PK, SIGNAL_KEY,
             OpenApiParameter("from", OpenApiTypes.DATETIME, description="Default: 24 h ago."),
             OpenApiParameter("to", OpenApiTypes.DATETIME, description="Default: now."),
             OpenApiParameter("cursor", OpenApiTypes.STR),
