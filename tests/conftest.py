@@ -11,6 +11,16 @@ from telematics.services import register_unit
 from tests.support import IMEI
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Rate-limit counters live in the (in-process) cache: no test inherits another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def acme(db) -> Organisation:
     return Organisation.objects.create(name="Acme Logistics", time_zone="Europe/Berlin")

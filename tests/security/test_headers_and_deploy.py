@@ -98,3 +98,27 @@ def test_admin_and_api_docs_obey_the_policy(served_site, django_user_model):
         page.wait_for_selector(".swagger-ui .info", timeout=10_000)
         browser.close()
     assert violations == []
+
+
+@pytest.mark.django_db
+def test_failed_logins_are_rate_limited(client, acme, make_user, settings):
+    settings.LOGIN_ATTEMPTS_PER_WINDOW = 3
+    make_user("alice", acme, Role.ADMIN)
+    for _ in range(3):
+        assert client.post("/login/", {"username": "alice", "password": "guess"}).status_code \
+            == 200
+    blocked = client.post("/login/", {"username": "alice", "password": "pw-alice"})
+    assert blocked.status_code == 429
+    assert "Too many failed logins" in blocked.content.decode()
+    other = client.post("/login/", {"username": "alice", "password": "pw-alice"},
+                        REMOTE_ADDR="10.9.8.7")
+    assert other.status_code == 302  # another address logs in as usual
+
+
+@pytest.mark.django_db
+def test_metrics_only_for_monitoring_hosts_and_staff(client, acme, make_user):
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.5").status_code == 404
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    make_user("alice", acme, Role.ADMIN)
+    client.login(username="alice", password="pw-alice")
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.5").status_code == 404
