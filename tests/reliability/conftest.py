@@ -101,7 +101,10 @@ class IngestProcess:
         self.log: list[str] = []
         self.ports: dict[str, int] = {}
         self._ready = threading.Event()
-        self._wanted = len(protocols.split(","))
+        wanted = set(protocols.split(","))
+        self._wanted_ports = len(wanted & {"teltonika", "gt06", "nmea"})
+        self._wants_mqtt = "mqtt" in wanted
+        self._mqtt_ready = False
         threading.Thread(target=self._read, daemon=True).start()
         if not self._ready.wait(30):
             self.stop()
@@ -113,8 +116,10 @@ class IngestProcess:
             match = re.search(r"(\w+) listening on [\d.]+:(\d+)/tcp", line)
             if match:
                 self.ports[match.group(1)] = int(match.group(2))
-                if len(self.ports) >= self._wanted:
-                    self._ready.set()
+            self._mqtt_ready = self._mqtt_ready or "MQTT subscribed" in line
+            if len(self.ports) >= self._wanted_ports and (
+                    self._mqtt_ready or not self._wants_mqtt):
+                self._ready.set()
 
     def stop(self) -> None:
         if self.process.poll() is None:
