@@ -66,3 +66,16 @@ def seed_demo_organisation(vehicle_count: int = 20) -> Organisation:
             vehicle.default_driver = driver
             vehicle.save(update_fields=["default_driver"])
     return organisation
+
+
+def seed_demo_units(organisation: Organisation, units: list) -> None:
+    """Register the simulated fleet's units, each fitted to its demo vehicle."""
+    from telematics.models import Device
+    from telematics.services import register_unit
+
+    known = set(Device.objects.filter(identifier__in=[u.identifier for u in units])
+                .values_list("identifier", flat=True))
+    for unit in units:
+        if unit.identifier not in known:
+            register_unit(unit.identifier, unit.protocol, organisation,
+                          vehicle_name=unit.vehicle_name)

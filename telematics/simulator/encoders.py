@@ -10,6 +10,7 @@ import struct
 from datetime import UTC, datetime
 
 from telematics.protocols.base import Fix
+from telematics.protocols.gt06 import crc_itu
 from telematics.protocols.teltonika import crc16_ibm
 
 
@@ -18,6 +19,7 @@ def teltonika_login(imei: str) -> bytes:
 
 
 def _codec8_body(fixes: list[Fix], io: dict[int, int] | None) -> bytes:
+    """Codec 8 records; each IO value goes in the 1-, 2-, 4- or 8-byte group it fits."""
     records = bytearray()
     for fix in fixes:
         elements = dict(io or {})
@@ -25,8 +27,10 @@ def _codec8_body(fixes: list[Fix], io: dict[int, int] | None) -> bytes:
             elements[239] = int(fix.ignition)
         if fix.odometer_km is not None:
             elements[16] = round(fix.odometer_km * 1000)
-        one = {k: v for k, v in elements.items() if v < 0x100 and k != 16}
-        four = {k: v for k, v in elements.items() if k == 16}
+        groups: dict[int, dict[int, int]] = {1: {}, 2: {}, 4: {}, 8: {}}
+        for key, value in elements.items():
+            size = 4 if key == 16 else next(n for n in (1, 2, 4, 8) if value < 1 << (8 * n))
+            groups[size][key] = value
         records += struct.pack(
             ">QBiihHBH",
             round(fix.fix_time.timestamp() * 1000), 0,
@@ -35,15 +39,11 @@ def _codec8_body(fixes: list[Fix], io: dict[int, int] | None) -> bytes:
             fix.satellites if fix.satellites is not None else 9,
             round(fix.speed_kmh or 0),
         )
-        records += struct.pack(">BB", 0, len(one) + len(four))
-        records += struct.pack(">B", len(one))
-        for key, value in one.items():
-            records += struct.pack(">BB", key, value)
-        records += b"\x00"  # no 2-byte IO elements
-        records += struct.pack(">B", len(four))
-        for key, value in four.items():
-            records += struct.pack(">BI", key, value)
-        records += b"\x00"  # no 8-byte IO elements
+        records += struct.pack(">BB", 0, len(elements))
+        for size, code in ((1, "B"), (2, "H"), (4, "I"), (8, "Q")):
+            records += struct.pack(">B", len(groups[size]))
+            for key, value in groups[size].items():
+                records += struct.pack(f">B{code}", key, value)
     return bytes([0x08, len(fixes)]) + bytes(records) + bytes([len(fixes)])
 
 
@@ -69,3 +69,71 @@ def fix_at(latitude: float, longitude: float, when: datetime | None = None, **fi
     fields.setdefault("speed_kmh", 0.0)
     return Fix(fix_time=when.replace(microsecond=(when.microsecond // 1000) * 1000),
                latitude=latitude, longitude=longitude, **fields)
+
+
+def _gt06_frame(protocol: int, content: bytes, serial: int) -> bytes:
+    body = bytes([len(content) + 5, protocol]) + content + struct.pack(">H", serial & 0xFFFF)
+    return b"\x78\x78" + body + struct.pack(">H", crc_itu(body)) + b"\r\n"
+
+
+def gt06_login(imei: str, serial: int) -> bytes:
+    """Login 0x01: the IMEI as 8 BCD bytes (a leading zero makes 16 digits)."""
+    return _gt06_frame(0x01, bytes.fromhex(imei.rjust(16, "0")), serial)
+
+
+def gt06_location(fix: Fix, serial: int, *, mileage_m: int | None = None) -> bytes:
+    """GPS + LBS location 0x22: time, satellites, position, speed, course, a cell, ACC."""
+    t = fix.fix_time.astimezone(UTC)
+    course_status = (round(fix.course or 0) % 360) | 0x1000  # GPS positioned
+    if fix.latitude >= 0:
+        course_status |= 0x0400  # north
+    if fix.longitude < 0:
+        course_status |= 0x0800  # west
+    content = bytes([t.year - 2000, t.month, t.day, t.hour, t.minute, t.second])
+    content += struct.pack(">BIIBH", 0xC0 | min(fix.satellites or 9, 15),
+                           round(abs(fix.latitude) * 1_800_000),
+                           round(abs(fix.longitude) * 1_800_000),
+                           min(round(fix.speed_kmh or 0), 255), course_status)
+    content += struct.pack(">HBH", 262, 1, 0x1A2B) + (0x00C0FE).to_bytes(3, "big")  # a cell
+    content += bytes([1 if fix.ignition else 0, 0x00, 0x00])
+    if mileage_m is not None:
+        content += struct.pack(">I", mileage_m)
+    return _gt06_frame(0x22, content, serial)
+
+
+def nmea_sentences(fix: Fix) -> list[str]:
+    """RMC and GGA for one fix, as a receiver prints them (pynmea2 adds the checksums)."""
+    import pynmea2
+
+    t = fix.fix_time.astimezone(UTC)
+    hhmmss = t.strftime("%H%M%S") + f".{t.microsecond // 10000:02d}"
+    lat = f"{int(abs(fix.latitude)):02d}{abs(fix.latitude) % 1 * 60:07.4f}"
+    lon = f"{int(abs(fix.longitude)):03d}{abs(fix.longitude) % 1 * 60:07.4f}"
+    ns, ew = ("N" if fix.latitude >= 0 else "S"), ("E" if fix.longitude >= 0 else "W")
+    knots = f"{(fix.speed_kmh or 0) / 1.852:.2f}"
+    rmc = pynmea2.RMC("GP", "RMC", (hhmmss, "A" if fix.valid else "V", lat, ns, lon, ew, knots,
+                                    f"{fix.course or 0:.1f}", t.strftime("%d%m%y"), "", "", "A"))
+    gga = pynmea2.GGA("GP", "GGA", (hhmmss, lat, ns, lon, ew, "1", f"{fix.satellites or 9:02d}",
+                                    f"{fix.hdop or 1.0:.1f}", f"{fix.altitude or 0:.1f}", "M",
+                                    "47.0", "M", "", ""))
+    return [str(rmc), str(gga)]
+
+
+def nmea_identification(identifier: str) -> str:
+    """``$PGID,<identifier>*hh``: how an NMEA unit names itself to the listener."""
+    body = f"PGID,{identifier}"
+    checksum = 0
+    for char in body.encode("ascii"):
+        checksum ^= char
+    return f"${body}*{checksum:02X}"
+
+
+def osmand_query(identifier: str, fix: Fix) -> str:
+    """The query string the Traccar Client app sends (speed in knots)."""
+    from urllib.parse import urlencode
+
+    fields = {"id": identifier, "timestamp": int(fix.fix_time.timestamp()),
+              "lat": f"{fix.latitude:.6f}", "lon": f"{fix.longitude:.6f}",
+              "speed": f"{(fix.speed_kmh or 0) / 1.852:.2f}", "bearing": f"{fix.course or 0:.1f}",
+              "altitude": f"{fix.altitude or 0:.1f}", "accuracy": "5", "batt": "87"}
+    return urlencode(fields)

@@ -31,4 +31,8 @@ class Command(BaseCommand):
             return
         from fleet.server import serve
 
-        asyncio.run(serve(options["host"], options["port"], with_ingest=True))
+        try:
+            asyncio.run(serve(options["host"], options["port"], with_ingest=True,
+                              simulated_vehicles=options["vehicles"]))
+        except KeyboardInterrupt:
+            self.stdout.write("Demo stopped.")
