@@ -1,7 +1,18 @@
 from django.contrib import admin, messages
 
 from fleet.api.services import create_api_key, revoke_api_key
-from fleet.models import ApiKey, Driver, Membership, Organisation, Vehicle
+from fleet.models import (
+    ApiKey,
+    Driver,
+    Job,
+    JobStop,
+    Membership,
+    Organisation,
+    UnitCommand,
+    Vehicle,
+    Webhook,
+    WebhookDelivery,
+)
 
 
 @admin.register(Organisation)
@@ -65,3 +76,57 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             revoke_api_key(key)
         messages.success(request, f"Revoked {queryset.count()} key(s).")
+
+
+# --- Dispatch (made through the API; here to look at, and to switch webhooks off) ----
+
+
+class JobStopInline(admin.TabularInline):
+    model = JobStop
+    extra = 0
+    readonly_fields = ["arrived_at", "departed_at"]
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["title", "reference", "organisation", "vehicle", "driver", "status",
+                    "status_changed"]
+    list_filter = ["organisation", "status"]
+    search_fields = ["title", "reference"]
+    readonly_fields = ["status", "status_changed", "created_by", "created", "updated"]
+    inlines = [JobStopInline]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(UnitCommand)
+class UnitCommandAdmin(ReadOnlyAdmin):
+    list_display = ["text", "device", "status", "requested_by", "created", "sent_at",
+                    "answered_at"]
+    list_filter = ["status"]
+    search_fields = ["text", "device__identifier", "requested_by"]
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = ["url", "organisation", "active", "created"]
+    list_filter = ["organisation", "active"]
+    fields = ["organisation", "url", "description", "event_types", "active", "created_by",
+              "created"]
+    readonly_fields = ["organisation", "url", "event_types", "created_by", "created"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # made through the API, which shows the secret once
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["event_type", "webhook", "status", "attempts", "response_status",
+                    "next_attempt_at", "created"]
+    list_filter = ["status", "event_type"]

@@ -21,7 +21,13 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from fleet.live import organisation_group, vehicle_snapshot, with_status
+from fleet.live import (
+    organisation_group,
+    positions_hidden_from,
+    vehicle_snapshot,
+    with_status,
+    without_position,
+)
 from fleet.selectors import organisations_visible_to, vehicles_visible_to
 
 logger = logging.getLogger(__name__)
@@ -39,6 +45,13 @@ def _is_newer(update: dict[str, Any], current: dict[str, Any]) -> bool:
         return True
 
 
+def _fix_time(update: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(update["fix_time"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _log_failure(task: asyncio.Task) -> None:
     """A flush runs beside the consumer, so nothing else would hear it fail."""
     if not task.cancelled() and task.exception() is not None:
@@ -54,6 +67,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
+        self.user = user
         self.pending: dict[int, dict[str, Any]] = {}
         self.flush_task: asyncio.Task | None = None
         # Join the groups before reading the snapshot, so that a fix stored in between
@@ -88,14 +102,42 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             self.flush_task = asyncio.create_task(self._flush_later())
             self.flush_task.add_done_callback(_log_failure)
 
+    async def events_new(self, event: dict) -> None:
+        """Alerts and other events (telematics.alerts.worker), sent on at once; those of
+        a vehicle whose position the user may not see now say nothing of where it is."""
+        events = [e for e in event["events"]
+                  if e.get("vehicle") is None or e["vehicle"] in self.visible_vehicle_ids]
+        if events:
+            events = await self._events_without_places(events)
+        if events:
+            await self.send_json({"type": "events", "events": events})
+
+    @database_sync_to_async
+    def _events_without_places(self, events: list[dict]) -> list[dict]:
+        from telematics.alerts.presentation import without_place
+
+        latest = {e["vehicle"]: _fix_time({"fix_time": e["time"].replace("Z", "+00:00")})
+                  for e in events if e.get("vehicle") is not None}
+        hidden = positions_hidden_from(self.user, latest)
+        return [e for e in (without_place(e) if e.get("vehicle") in hidden else e
+                            for e in events) if e is not None]
+
     async def _flush_later(self) -> None:
         await asyncio.sleep(self.flush_interval)
         pending, self.pending = self.pending, {}
         self.flush_task = None
+        hidden = await self._hidden({pk: _fix_time(v) for pk, v in pending.items()})
         now = datetime.now(UTC)
         await self.send_json({
-            "type": "update", "vehicles": [with_status(v, now) for v in pending.values()],
+            "type": "update",
+            "vehicles": [without_position(with_status(v, now), v["id"] in hidden)
+                         for v in pending.values()],
         })
+
+    @database_sync_to_async
+    def _hidden(self, latest: dict[int, datetime | None]) -> set[int]:
+        """Vehicles on a private trip (logbook/README.md): sent without a position."""
+        return positions_hidden_from(self.user, latest)
 
     @database_sync_to_async
     def _organisation_ids(self, user) -> list[int]:
@@ -107,4 +149,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             vehicles_visible_to(user).select_related("state", "default_driver").order_by("name")
         )
         now = datetime.now(UTC)
-        return {v.pk for v in vehicles}, [vehicle_snapshot(v, now) for v in vehicles]
+        hidden = positions_hidden_from(user, {
+            v.pk: getattr(getattr(v, "state", None), "fix_time", None) for v in vehicles})
+        return {v.pk for v in vehicles}, [
+            without_position(vehicle_snapshot(v, now), v.pk in hidden) for v in vehicles]

@@ -48,3 +48,39 @@ def with_status(update: dict[str, Any], now: datetime) -> dict[str, Any]:
         speed_kmh=update.get("speed_kmh"), ignition=update.get("ignition"),
     )
     return {**update, "status": vehicle_status(state, now).value}
+
+
+# --- Privacy (issue 5): what the map may not show of a private trip -----------------
+
+PRIVATE_STATUS = "private"
+POSITION_KEYS = ("fix_time", "latitude", "longitude", "speed_kmh", "course", "ignition")
+
+
+def positions_hidden_from(principal: Any, latest: dict[int, datetime | None]) -> set[int]:
+    """Vehicles (``{id: newest fix time}``) whose live position the principal may not
+    see; the rule is ``logbook.selectors.live_positions_hidden``."""
+    from logbook.selectors import live_positions_hidden
+
+    return live_positions_hidden(principal, latest)
+
+
+def without_position(vehicle: dict[str, Any], hidden: bool) -> dict[str, Any]:
+    """A snapshot or update as the map gets it: a hidden vehicle keeps its name, plate
+    and driver, and shows status "private" without fix time, position or speed."""
+    if not hidden:
+        return {**vehicle, "private": False}
+    return {**vehicle, **dict.fromkeys(POSITION_KEYS), "status": PRIVATE_STATUS,
+            "private": True}
+
+
+def hide_private_vehicles(principal: Any, vehicles: list[Vehicle]) -> set[int]:
+    """For the server-rendered pages: clear the fix of each vehicle (annotated by
+    ``fleet.views._annotate``) the principal may not follow now."""
+    hidden = positions_hidden_from(principal, {
+        v.pk: v.fix.fix_time if getattr(v, "fix", None) is not None else None
+        for v in vehicles
+    })
+    for vehicle in vehicles:
+        if vehicle.pk in hidden:
+            vehicle.status, vehicle.fix, vehicle.fix_age = PRIVATE_STATUS, None, ""
+    return hidden

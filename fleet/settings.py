@@ -301,3 +301,50 @@ GEOCODER_MIN_DELAY_S = env_float("GEOCODER_MIN_DELAY_S", 1.0)
 GEOCODER_LANGUAGE = os.environ.get("GEOCODER_LANGUAGE", "de")
 # Addresses are cached by coordinates rounded to this many decimals (4: about 11 m).
 GEOCODER_CACHE_DECIMALS = env_int("GEOCODER_CACHE_DECIMALS", 4)
+
+# --- Geofences, alerts and e-mail -----------------------------------------------------
+# Evaluate geofences and alert rules in the ingest process (telematics.alerts.worker).
+ALERTS_LIVE = env_bool("ALERTS_LIVE", True)
+# How often the ingest checks rules that need no fix: units offline, CAN-only fuel (s).
+ALERTS_CHECK_S = env_float("ALERTS_CHECK_S", 30.0)
+# Hysteresis against GPS jitter: a vehicle enters a geofence when a fix is this far
+# inside (or two fixes in a row are inside at all) and leaves when one is this far out.
+GEOFENCE_HYSTERESIS_M = env_float("GEOFENCE_HYSTERESIS_M", 25.0)
+# Alert e-mails go through Django's mail backend; the default prints them to the log.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND",
+                               "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Fleetbook <fleetbook@localhost>")
+# The site's address for links in e-mails, e.g. https://fleet.example.com (empty: none).
+SITE_URL = os.environ.get("SITE_URL", "")
+
+# --- Dispatch: jobs, unit commands, webhooks ------------------------------------------
+# A job stop is left when a fix lies beyond radius_m times this (hysteresis against jitter).
+JOB_STOP_EXIT_FACTOR = env_float("JOB_STOP_EXIT_FACTOR", 1.5)
+# Detect arrivals and departures at job stops in the ingest process (fleet.jobs).
+JOBS_LIVE = env_bool("JOBS_LIVE", True)
+# A sent command that no answer reached within this many seconds is marked failed.
+COMMAND_ANSWER_TIMEOUT_S = env_float("COMMAND_ANSWER_TIMEOUT_S", 300.0)
+# Deliver webhooks from the ingest process too (`manage.py deliver_webhooks` runs alone).
+WEBHOOKS_IN_INGEST = env_bool("WEBHOOKS_IN_INGEST", True)
+WEBHOOK_POLL_S = env_float("WEBHOOK_POLL_S", 1.0)
+WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 10.0)
+# Attempts per delivery, and the backoff: base * 2^(attempt - 1), at most WEBHOOK_RETRY_MAX_S.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 10)
+WEBHOOK_RETRY_BASE_S = env_float("WEBHOOK_RETRY_BASE_S", 30.0)
+WEBHOOK_RETRY_MAX_S = env_float("WEBHOOK_RETRY_MAX_S", 3600.0)
+# Webhook URLs resolving to loopback, private or link-local addresses are refused unless
+# this is on (a webhook must not become a way into the internal network).
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", DEBUG)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update({
+    "JobStatusEnum": "fleet.models.JobStatus",
+    "UnitCommandStatusEnum": "fleet.models.CommandStatus",
+    "WebhookDeliveryStatusEnum": "fleet.models.DeliveryStatus",
+    "WebhookEventTypeEnum": "fleet.webhooks.EVENT_TYPE_CHOICES",
+})

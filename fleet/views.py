@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
+from fleet.live import hide_private_vehicles
 from fleet.models import Vehicle
 from fleet.selectors import membership_of, organisations_visible_to, role_of, vehicles_visible_to
 from fleet.status import STATUSES, offline_after_s, vehicle_status
@@ -68,9 +69,10 @@ def home(request: HttpRequest) -> HttpResponse:
         for vehicle in vehicles_visible_to(request.user)
         .select_related("state", "default_driver").order_by("name")
     ]
+    hide_private_vehicles(request.user, vehicles)  # on a private trip: no position
     counts = {status.value: 0 for status in STATUSES}
     for vehicle in vehicles:
-        counts[vehicle.status] += 1
+        counts[vehicle.status] = counts.get(vehicle.status, 0) + 1
     return render(request, "fleet/home.html", {
         "vehicles": vehicles,
         "status_counts": counts,
@@ -89,6 +91,7 @@ def vehicle_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     now = datetime.now(UTC)
     _annotate(vehicle, now)
+    hide_private_vehicles(request.user, [vehicle])
     zone = zoneinfo.ZoneInfo(_time_zone_name(request))
     fix_time_local = timezone.localtime(vehicle.fix.fix_time, zone) if vehicle.fix else None
     return render(request, "fleet/vehicle.html", {

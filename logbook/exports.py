@@ -89,9 +89,14 @@ def build_export(
             yearly[f"{local:%Y}"][category] += view["distance_km"]
         for revision in revisions_of(trip, actor):
             export.revisions.append({"trip": trip.pk, **revision})
+    # A gap's ends are the times of the trips around it: hidden next to a redacted trip.
+    hidden = {moment for trip, view in zip(trips, export.trips, strict=True) if view["redacted"]
+              for moment in (trip.start_time, trip.end_time)}
     for gap in odometer_gaps_visible_to(actor, vehicle=vehicle, start=lower, end=upper):
+        shown = gap.from_time not in hidden and gap.to_time not in hidden
         export.gaps.append({
-            "id": gap.pk, "from_time": gap.from_time, "to_time": gap.to_time,
+            "id": gap.pk, "from_time": gap.from_time if shown else None,
+            "to_time": gap.to_time if shown else None,
             "date": gap.to_time.astimezone(zone).date().isoformat(),
             "from_km": round(gap.from_km, 1), "to_km": round(gap.to_km, 1),
             "km": round(round(gap.to_km, 1) - round(gap.from_km, 1), 1),
@@ -265,8 +270,9 @@ def export_pdf(
             _details(view), view["driver"] or "", _status(view),
         ]))
     for gap in export.gaps:
-        rows.append((gap["to_time"], [
+        rows.append((gap["to_time"] or datetime.fromisoformat(gap["date"]).replace(tzinfo=zone), [
             "gap", gap["date"],
+            "" if gap["to_time"] is None else
             f"{_local(gap['from_time'], zone)}–{_local(gap['to_time'], zone)}",
             "Odometer gap (no trip recorded)", "", _km(gap["from_km"]), _km(gap["to_km"]),
             _km(gap["km"]), "", gap["note"] or "to be explained", "", gap["status"],

@@ -471,6 +471,16 @@ def _required_fields(category: str, values: dict[str, str]) -> dict[str, str]:
     return messages
 
 
+def missing_fields(category: str, values: dict[str, str]) -> dict[str, str]:
+    """What a classification still lacks, one message per field (empty: complete).
+
+    ``values`` has ``purpose``, ``partner``, ``destination`` and ``note``; pages use it to
+    offer a suggestion as one tap only when it is complete.
+    """
+    return _required_fields(category, {k: (values.get(k) or "").strip() for k in
+                                       ("purpose", "partner", "destination", "note")})
+
+
 def can_edit(trip: Trip, actor: Any) -> bool:
     """The trip's driver edits it; a fleet manager only a trip nobody drove."""
     acting = actor_of(actor)

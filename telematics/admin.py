@@ -1,15 +1,21 @@
+import re
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin
+from django.core.validators import validate_email
 from django.urls import reverse
 from django.utils.html import format_html
 
+from telematics.alerts.engine import EVENT_TYPES
 from telematics.models import (
+    AlertRule,
     CommandResponse,
     DbcFile,
     Device,
     Event,
     Fault,
+    Geofence,
     Position,
     ServicePlan,
     ServiceRecord,
@@ -113,3 +119,45 @@ class ServicePlanAdmin(admin.ModelAdmin):
                     "interval_days", "last_done_at"]
     list_filter = ["state"]
     inlines = [ServiceRecordInline]
+
+
+class AlertRuleForm(forms.ModelForm):
+    event_types = forms.MultipleChoiceField(choices=list(EVENT_TYPES.items()),
+                                            widget=forms.CheckboxSelectMultiple)
+    recipients = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="E-mail addresses, one a line or separated by commas.")
+
+    class Meta:
+        model = AlertRule
+        fields = ["organisation", "name", "active", "event_types", "vehicles", "geofences",
+                  "overspeed_kmh", "overspeed_min_s", "idle_minutes", "low_fuel_percent",
+                  "offline_minutes", "recipients"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["recipients"] = "\n".join(self.instance.recipients or [])
+
+    def clean_recipients(self) -> list[str]:
+        addresses = [a.strip() for a in re.split(r"[\s,;]+", self.cleaned_data["recipients"])
+                     if a.strip()]
+        for address in addresses:
+            validate_email(address)
+        return addresses
+
+
+@admin.register(Geofence)
+class GeofenceAdmin(admin.ModelAdmin):
+    list_display = ("name", "organisation", "radius_m", "speed_limit_kmh", "updated")
+    list_filter = ("organisation",)
+    search_fields = ("name",)
+    readonly_fields = ("revision",)
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    form = AlertRuleForm
+    list_display = ("name", "organisation", "active", "updated")
+    list_filter = ("organisation", "active")
+    filter_horizontal = ("vehicles", "geofences")

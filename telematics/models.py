@@ -205,12 +205,19 @@ class Event(models.Model):
     time = models.DateTimeField()
     attributes = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+    dispatched = models.BooleanField(
+        default=False, editable=False,
+        help_text="Sent to the live feed and the alert rules' e-mail recipients "
+        "(telematics.alerts.worker claims undispatched events, whoever wrote them).",
+    )
 
     class Meta:
         ordering = ["-time"]
         indexes = [
             models.Index(fields=["organisation", "time"], name="event_org_time"),
             models.Index(fields=["vehicle", "time"], name="event_vehicle_time"),
+            models.Index(fields=["id"], condition=models.Q(dispatched=False),
+                         name="event_undispatched"),
         ]
 
     def __str__(self) -> str:
@@ -294,3 +301,108 @@ class ServiceRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.plan.name} done {self.done_at:%Y-%m-%d}"
+
+
+class Geofence(models.Model):
+    """A named area: a GeoJSON Polygon, or a circle (a GeoJSON Point and ``radius_m``).
+
+    Vehicles entering and leaving it become ``geofence_enter``/``geofence_exit`` events
+    (see ``telematics.alerts``); an optional speed limit applies inside it to the alert
+    rules that watch overspeed. ``revision`` goes up whenever the shape changes, which
+    makes every vehicle's inside/outside state with it start afresh.
+    """
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE,
+                                     related_name="geofences")
+    name = models.CharField(max_length=100)
+    geometry = models.JSONField(help_text="GeoJSON: a Polygon, or a Point with radius_m.")
+    radius_m = models.FloatField(null=True, blank=True,
+                                 help_text="Radius of a circle (a Point) in metres.")
+    speed_limit_kmh = models.FloatField(null=True, blank=True)
+    colour = models.CharField(max_length=7, default="#0b6bcb")
+    revision = models.PositiveIntegerField(default=1, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "name"],
+                                    name="geofence_name_unique_in_organisation")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            old = Geofence.objects.filter(pk=self.pk).values("geometry", "radius_m").first()
+            if old and (old["geometry"] != self.geometry or old["radius_m"] != self.radius_m):
+                self.revision += 1
+                if kwargs.get("update_fields") is not None:
+                    kwargs["update_fields"] = {*kwargs["update_fields"], "revision"}
+        super().save(*args, **kwargs)
+
+    def shape(self):
+        from telematics.alerts.geometry import parse_geometry
+
+        return parse_geometry(self.geometry, self.radius_m)
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from telematics.alerts.geometry import GeometryError
+
+        try:
+            self.shape()
+        except GeometryError as error:
+            raise ValidationError({"geometry": str(error)}) from error
+
+
+class AlertRule(models.Model):
+    """Which events to watch, with which thresholds, and whom to e-mail about them.
+
+    Empty ``vehicles`` or ``geofences`` mean all of the organisation's. Thresholds:
+    ``overspeed_kmh`` for at least ``overspeed_min_s``, ``idle_minutes`` (ignition on,
+    standing), ``low_fuel_percent``, ``offline_minutes``; see ``telematics.alerts.engine``.
+    """
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE,
+                                     related_name="alert_rules")
+    name = models.CharField(max_length=100)
+    event_types = models.JSONField(default=list, help_text="Event types the rule watches.")
+    vehicles = models.ManyToManyField(Vehicle, blank=True, related_name="+")
+    geofences = models.ManyToManyField(Geofence, blank=True, related_name="alert_rules")
+    overspeed_kmh = models.FloatField(null=True, blank=True)
+    overspeed_min_s = models.PositiveIntegerField(default=0)
+    idle_minutes = models.PositiveIntegerField(null=True, blank=True)
+    low_fuel_percent = models.FloatField(null=True, blank=True)
+    offline_minutes = models.PositiveIntegerField(null=True, blank=True)
+    recipients = models.JSONField(default=list, blank=True,
+                                  help_text="E-mail addresses told of every event.")
+    active = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class VehicleAlertState(models.Model):
+    """Where a vehicle stands with each geofence and rule (see telematics.alerts.engine).
+
+    Kept so that a restarted ingest neither forgets that a vehicle is inside a geofence
+    nor fires an alert twice.
+    """
+
+    vehicle = models.OneToOneField(Vehicle, primary_key=True, on_delete=models.CASCADE,
+                                   related_name="alert_state")
+    last_fix_time = models.DateTimeField(null=True, blank=True)
+    state = models.JSONField(default=dict, blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"alert state of {self.vehicle_id}"

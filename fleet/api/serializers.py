@@ -212,7 +212,9 @@ class VehicleSerializer(OrganisationOwnedSerializer):
         help_text="moving; stopped (ignition on, below 3 km/h); parked; offline (no fix "
         "for longer than VEHICLE_OFFLINE_AFTER_S)."
     )
-    last_position = serializers.SerializerMethodField(help_text="Null before the first fix.")
+    last_position = serializers.SerializerMethodField(
+        help_text="Null before the first fix, and while the vehicle is on (or parked at the "
+        "end of) a trip that is private to you: see logbook/README.md.")
     odometer_km = serializers.SerializerMethodField(
         help_text="The unit's odometer plus odometer_offset_km."
     )
@@ -256,7 +258,8 @@ class VehicleSerializer(OrganisationOwnedSerializer):
             "default_driver": vehicle.default_driver_id,
             "status": status_from(fix_time, vehicle.last_speed_kmh, vehicle.last_ignition,
                                   self._now()).value,
-            "last_position": None if fix_time is None else {
+            "last_position": None if fix_time is None
+            or vehicle.pk in self.context.get("positions_hidden", ()) else {
                 "fix_time": rfc3339(fix_time),
                 "latitude": vehicle.last_latitude,
                 "longitude": vehicle.last_longitude,

@@ -4,7 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
-from fleet.api import vehicle_data, views
+from fleet.api import alerts, commands, jobs, trips, vehicle_data, views, webhooks
 
 router = SimpleRouter()
 router.register("organizations", views.OrganisationViewSet, basename="api-organisation")
@@ -15,6 +15,17 @@ router.register("drivers", views.DriverViewSet, basename="api-driver")
 router.register("api-keys", views.ApiKeyViewSet, basename="api-key")
 router.register("faults", vehicle_data.FaultViewSet, basename="api-fault")
 router.register("service-plans", vehicle_data.ServicePlanViewSet, basename="api-service-plan")
+router.register("geofences", alerts.GeofenceViewSet, basename="api-geofence")
+router.register("events", alerts.EventViewSet, basename="api-event")
+router.register("alert-rules", alerts.AlertRuleViewSet, basename="api-alert-rule")
+router.register("trips", trips.TripViewSet, basename="api-trip")
+router.register("stops", trips.StopViewSet, basename="api-stop")
+router.register("jobs", jobs.JobViewSet, basename="api-job")
+router.register(r"jobs/(?P<job_pk>[0-9]{1,18})/stops", jobs.JobStopViewSet,
+                basename="api-job-stop")
+router.register("webhooks", webhooks.WebhookViewSet, basename="api-webhook")
+router.register(r"devices/(?P<device_pk>[0-9]{1,18})/commands", commands.UnitCommandViewSet,
+                basename="api-device-command")
 router.register(r"vehicles/(?P<vehicle_pk>[^/.]+)/signals", vehicle_data.VehicleSignalsViewSet,
                 basename="api-vehicle-signal")
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import ProtectedError
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -23,7 +24,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotAuthenticated, ValidationError
+from rest_framework.exceptions import APIException, NotAuthenticated, ValidationError
 from rest_framework.fields import get_error_detail
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -53,6 +54,7 @@ from fleet.api.serializers import (
     VehicleSerializer,
 )
 from fleet.api.throttling import TokenThrottle
+from fleet.live import positions_hidden_from
 from fleet.selectors import (
     Actor,
     api_keys_visible_to,
@@ -64,6 +66,7 @@ from fleet.selectors import (
     users_visible_to,
     vehicles_with_state_visible_to,
 )
+from logbook.selectors import without_private_positions
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -74,6 +77,10 @@ def exception_handler(exc, context):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {
             "non_field_errors": exc.messages}
         exc = ValidationError(detail=get_error_detail(DjangoValidationError(detail)))
+    elif isinstance(exc, ProtectedError):  # e.g. a vehicle with logbook trips, kept for years
+        kinds = sorted({str(o._meta.verbose_name_plural) for o in exc.protected_objects})
+        exc = APIException(f"It cannot be deleted: {', '.join(kinds)} refer to it and are kept.")
+        exc.status_code = status.HTTP_409_CONFLICT
     return drf_exception_handler(exc, context)
 
 
@@ -163,6 +170,25 @@ class VehicleViewSet(ApiViewSet):
     def get_queryset(self):
         return vehicles_with_state_visible_to(self.actor)
 
+    # A vehicle on a private trip shows no last position (logbook/README.md).
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        self._hide_positions(page if page is not None else queryset)
+        return page
+
+    def get_object(self):
+        vehicle = super().get_object()
+        self._hide_positions([vehicle])
+        return vehicle
+
+    def _hide_positions(self, vehicles) -> None:
+        self.positions_hidden = positions_hidden_from(
+            self.actor, {v.pk: v.last_fix_time for v in vehicles})
+
+    def get_serializer_context(self) -> dict:
+        return {**super().get_serializer_context(),
+                "positions_hidden": getattr(self, "positions_hidden", set())}
+
     def perform_create(self, serializer) -> None:
         serializer.save()
         self._reread(serializer)
@@ -212,7 +238,8 @@ class VehicleViewSet(ApiViewSet):
                                                           description="A GPX 1.1 track"),
         },
         description="The vehicle's positions by fix time, oldest first, a page of up to "
-        "1000 at a time. Follow `next` (or the `Link` header) until it is null.",
+        "1000 at a time. Follow `next` (or the `Link` header) until it is null. Positions "
+        "inside a trip that is private to you are left out, so a page may hold fewer.",
     )
     @action(
         detail=True, methods=["get"], pagination_class=None, filter_backends=[],
@@ -226,6 +253,7 @@ class VehicleViewSet(ApiViewSet):
         start, end = window.validated_data["from"], window.validated_data["to"]
         paginator = KeysetPagination(time_field="fix_time")
         rows = paginator.paginate_queryset(positions_of_vehicle(vehicle, start, end), request)
+        rows = without_private_positions(self.actor, rows)  # a private trip's are left out
         data = PositionSerializer(rows, many=True).data
         return paginator.get_paginated_response(data, extra_params={
             "from": _rfc3339(start), "to": _rfc3339(end),
@@ -353,6 +381,9 @@ Every position of the organisation's fleet in the order the server stored it
 Late fixes (a unit sending stored history after a gap) come in when the server stores
 them, with their old `fix_time`, so nothing is missed. The newest few seconds (setting
 `API_FEED_SETTLE_S`) are held back until batches still being written have committed.
+
+Positions inside a trip that is private to you (the logbook's privacy rule) are left out,
+so a page may hold fewer rows than asked for; `next` still continues after it.
 """
 
 
@@ -385,6 +416,7 @@ class PositionFeedView(APIView):
         rows = paginator.paginate_queryset(
             position_feed_for(actor_for(request), stored_before), request
         )
+        rows = without_private_positions(actor_for(request), rows)
         data = PositionSerializer(rows, many=True).data
         response = paginator.get_paginated_response(data)
         # `since` has done its work once a cursor exists.

@@ -251,7 +251,12 @@ function start(element) {
   // position, so a moved marker is taken out, moved, and put back.
   function queueMarker(entry, statusChanged) {
     const v = entry.data;
-    if (!hasPosition(v)) return;
+    if (!hasPosition(v)) {
+      // On a private trip the server sends no position: take the marker off the map.
+      if (entry.inGroup) ops.remove.push(entry.marker);
+      entry.inGroup = false;
+      return;
+    }
     const target = L.latLng(v.latitude, v.longitude);
     if (!entry.marker) {
       entry.marker = new VehicleMarker(target, {
@@ -316,6 +321,7 @@ function start(element) {
   }
 
   function ageText(v) {
+    if (v.private) return 'Private trip';
     return v.fix_time ? formatAge((now() - Date.parse(v.fix_time)) / 1000) : 'No fix yet';
   }
 
@@ -624,6 +630,8 @@ function start(element) {
     const socket = new WebSocket(socketUrl);
     socket.addEventListener('message', (event) => {
       const message = JSON.parse(event.data);
+      // Other modules (event-feed.js) hear every message without a socket of their own.
+      element.dispatchEvent(new CustomEvent('live:message', { detail: message }));
       if (message.type === 'snapshot') {
         failures = 0;
         applySnapshot(message);

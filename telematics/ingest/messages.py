@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from telematics.can.decoder import VehicleCanDecoder
 from telematics.can.frames import parse_candump, parse_json_frames
-from telematics.protocols.base import Decoded, DecodeError
+from telematics.protocols.base import CommandResponse, Decoded, DecodeError
 from telematics.protocols.jsonfix import decode_positions
 from telematics.protocols.nmea import decode_lines
 
-KINDS = ("position", "nmea", "can")
+KINDS = ("position", "nmea", "can", "response")
 
 
 class UnknownKind(DecodeError):
@@ -32,6 +32,11 @@ def decode_unit_message(
         return decode_can_body(body, can_decoder or VehicleCanDecoder())
     if kind == "position":
         return Decoded(fixes=decode_positions(body)), []
+    if kind == "response":  # the unit's answer to a command (fleet.unit_commands)
+        text = body.decode("utf-8", "backslashreplace").strip()
+        if not text:
+            raise DecodeError("Empty command response")
+        return Decoded(responses=[CommandResponse(text=text[:10000])]), []
     if kind == "nmea":
         try:
             text = body.decode("ascii")

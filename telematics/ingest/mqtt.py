@@ -111,6 +111,8 @@ class MqttSubscriber:
         if topic is None:
             return
         identifier, kind = topic
+        if kind == "command":  # a command the server published to the unit
+            return
         body = message.payload if isinstance(message.payload, bytes) else str(
             message.payload).encode()
         await receive_unit_message(self.pipeline, self.directory, PROTOCOL, identifier, kind,

@@ -17,7 +17,11 @@ import uvicorn
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from fleet.jobs import attach_job_tracker
+from fleet.unit_commands import start_unit_commands
+from fleet.webhooks import start_webhook_worker
 from logbook.live import attach_trip_tracker
+from telematics.alerts.worker import attach_alert_worker
 from telematics.ingest.directory import UnitDirectory
 from telematics.ingest.filters import FixFilter
 from telematics.ingest.http import OsmandApp
@@ -88,6 +92,8 @@ async def start_ingest(
         channel_layer=get_channel_layer(),
     )
     attach_trip_tracker(pipeline)
+    attach_job_tracker(pipeline)
+    attach_alert_worker(pipeline)
     await pipeline.start()
     await _prepare_partitions(pipeline)
     directory = UnitDirectory(pipeline.lookup_executor,
@@ -149,6 +155,8 @@ async def start_ingest(
             topic_root=mqtt_topic_root or settings.MQTT_TOPIC_ROOT,
         )
         service._tasks.append(asyncio.create_task(service.mqtt.run()))
+    start_unit_commands(service)
+    start_webhook_worker(service)
     return service
 
 

@@ -50,6 +50,8 @@ class StreamListener:
         self.idle_timeout = idle_timeout
         self.ssl_context = ssl_context
         self.connections: dict[asyncio.StreamWriter, Unit | None] = {}
+        # Called with (protocol, unit) once a unit is authenticated (queued commands).
+        self.login_hooks: list[Callable[[str, Unit], None]] = []
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         return await asyncio.start_server(
@@ -133,6 +135,8 @@ class StreamListener:
                             await writer.drain()
                         return
                     self.connections[writer] = unit
+                    for hook in self.login_hooks:
+                        hook(self.protocol, unit)
                 unanswered.fixes += decoded.fixes
                 unanswered.responses += decoded.responses
                 if decoded.reply:

@@ -16,9 +16,12 @@ from rest_framework.test import APIClient
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from fleet.jobs import create_job
 from fleet.models import ApiKey
+from fleet.webhooks import create_webhook
 from telematics.models import Fault, ServicePlan
 from tests.api.conftest import add_positions
+from tests.logbook.factories import ago, make_trip
 
 
 def test_schema_is_openapi_3_and_lists_every_resource(db):
@@ -90,6 +93,22 @@ def api_schema(fleets, settings):
         signal.connect(close_old_connections)
 
 
+def alert_ids(fleets) -> dict[str, int]:
+    """A geofence, an event and an alert rule of the admin's organisation."""
+    from telematics.models import AlertRule, Event, Geofence
+
+    depot = Geofence.objects.create(organisation=fleets.acme, name="Depot", geometry={
+        "type": "Point", "coordinates": [13.4, 52.5]}, radius_m=100)
+    return {
+        "geofences": depot.pk,
+        "events": Event.objects.create(organisation=fleets.acme, vehicle=fleets.van,
+                                       type="geofence_enter", time=fleets.van.created,
+                                       attributes={"geofence": depot.pk}).pk,
+        "alert-rules": AlertRule.objects.create(organisation=fleets.acme, name="Depot",
+                                                event_types=["geofence_enter"]).pk,
+    }
+
+
 @pytest.mark.parametrize(("method", "path"), operations())
 def test_api_never_answers_500(api_schema, fleets, method, path):
     from rest_framework.authtoken.models import Token
@@ -109,6 +128,13 @@ def test_api_never_answers_500(api_schema, fleets, method, path):
         "service-plans": ServicePlan.objects.create(
             vehicle=fleets.van, name="Oil", interval_km=15000,
             last_done_at=fleets.van.created).pk,
+        "jobs": create_job(fleets.acme, title="Deliver", vehicle=fleets.van, stops=[
+            {"address": "Hauptstr. 1", "latitude": 52.5, "longitude": 13.4}]).pk,
+        "webhooks": create_webhook(fleets.acme, url="https://example.com/hook",
+                                   event_types=["job_status"])[0].pk,
+        # Nobody drove it, so the admin may classify it: PATCH reaches the logbook rules.
+        "trips": make_trip(fleets.van, ago(days=1)).pk,
+        **alert_ids(fleets),
     }
     runs = [(mode, None) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
     real_ids = {}
