@@ -80,7 +80,7 @@ def bench(name: str, decoder: VehicleCanDecoder, frames: list[CanFrame]) -> floa
     best = float("inf")
     for _ in range(RUNS):
         start = time.perf_counter()
-        samples, faults, errors = decoder.decode(frames)
+        samples, faults, errors, _reports = decoder.decode(frames)
         best = min(best, time.perf_counter() - start)
     if errors:
         raise SystemExit(f"{name}: unexpected errors, first: {errors[0]}")

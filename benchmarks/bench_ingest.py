@@ -288,20 +288,33 @@ def prepare_database(database_url: str, env: dict[str, str]) -> None:
 
 
 def reset_tables() -> None:
-    """Start from empty position tables and vacuumed unit tables, run after run.
+    """Start every run from the same database: no positions, nothing derived from them.
 
-    Positions would otherwise pile up over runs, and every stored record also updates its
-    device and vehicle state rows: without a vacuum (autovacuum may be off on a test
-    server) those tables bloat by a dead row per record and later runs slow down.
+    Positions would pile up over runs, and so would what the ingest process derives from
+    them (vehicle states and signals, events, the logbook's trips): its trip tracker
+    catches up every vehicle with trip state when it starts, which after a few runs
+    means thousands of vehicles replayed in the measured process. Every stored record
+    also updates its device row: without a vacuum (autovacuum may be off on a test
+    server) that table bloats by a dead row per record and later runs slow down.
     """
+    from django.apps import apps
     from django.db import connection
 
+    tables = [
+        "telematics_position",
+        "telematics_vehiclestate",
+        "telematics_signalsample",
+        "telematics_event",
+    ]
+    if apps.is_installed("logbook"):
+        logbook = apps.get_app_config("logbook").get_models(include_auto_created=True)
+        tables += [model._meta.db_table for model in logbook]
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE telematics_position, telematics_vehiclestate")
+        cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
         cursor.execute("VACUUM ANALYZE telematics_device, fleet_vehicle")
         cursor.execute("SHOW autovacuum")
         if cursor.fetchone()[0] != "on":
-            print("Note: autovacuum is off on this server; the benchmark vacuums before each run.")
+            print("(autovacuum is off on this server; the benchmark vacuums before each run)")
 
 
 @dataclass
@@ -459,6 +472,7 @@ def run_scenario(
     """Play the load against a fresh ingest process; None when it overran its budget."""
     from telematics.simulator.load import run_units
 
+    reset_tables()  # before the listener starts: it catches up what it finds
     ingest = IngestProcess(env, log_dir)
     try:
         ingest.wait_until_listening()
@@ -511,9 +525,9 @@ def mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def live(imeis: list[str], duration: float, env: dict[str, str], log_dir: Path) -> None:
+def live(imeis: list[str], duration: float, env: dict[str, str], log_dir: Path, can: bool) -> None:
     outcome = run_scenario(
-        "Live",
+        "Live, with CAN adapter IO" if can else "Live",
         imeis,
         env,
         log_dir,
@@ -522,6 +536,7 @@ def live(imeis: list[str], duration: float, env: dict[str, str], log_dir: Path) 
         rate=1.0,
         duration=duration,
         connect_timeout=120.0,
+        can=can,
     )
     if outcome is None:
         return
@@ -551,9 +566,9 @@ def live(imeis: list[str], duration: float, env: dict[str, str], log_dir: Path) 
     )
 
 
-def backlog(imeis: list[str], packets: int, env: dict[str, str], log_dir: Path) -> None:
+def backlog(imeis: list[str], packets: int, env: dict[str, str], log_dir: Path, can: bool) -> None:
     outcome = run_scenario(
-        "Backlog",
+        "Backlog, with CAN adapter IO" if can else "Backlog",
         imeis,
         env,
         log_dir,
@@ -561,6 +576,7 @@ def backlog(imeis: list[str], packets: int, env: dict[str, str], log_dir: Path) 
         mode="backlog",
         packets=packets,
         records_per_packet=25,
+        can=can,
     )
     if outcome is None:
         return
@@ -588,6 +604,11 @@ def main() -> None:
         "--redis-url",
         default="",
         help="Publish live updates through Redis (default: in-memory layer)",
+    )
+    parser.add_argument(
+        "--can",
+        action="store_true",
+        help="Units also report CAN adapter IO (speed, fuel level): the vehicle-signal path",
     )
     parser.add_argument(
         "--skip", action="append", default=[], choices=("decode", "live", "backlog")
@@ -632,12 +653,11 @@ def main() -> None:
     started = time.monotonic()
     added = register_units(live_imeis + backlog_imeis)
     print(f"\nUnits registered: {added:,} new in {time.monotonic() - started:.1f} s", flush=True)
-    reset_tables()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as log_dir:
         if "live" not in args.skip:
-            live(live_imeis, args.duration, env, Path(log_dir))
+            live(live_imeis, args.duration, env, Path(log_dir), args.can)
         if "backlog" not in args.skip:
-            backlog(backlog_imeis, args.backlog_packets, env, Path(log_dir))
+            backlog(backlog_imeis, args.backlog_packets, env, Path(log_dir), args.can)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ Two modes:
   (fixes from the recent past, a second apart) as fast as the acks come back, as units
   do after a stretch without coverage.
 
+With ``can=True`` the units also report CAN adapter IO elements (vehicle speed and fuel
+level), so the records go through the vehicle-signal path of the pipeline too.
+
 Units run as plain protocol callbacks on one event loop, with no task per unit, so one
 core can drive ten thousand of them and the figures measure the listener rather than
 the load generator. The loop's own lateness is measured too (``tick_lag``): when it
@@ -54,6 +57,8 @@ MAX_RECORDS_PER_PACKET = 50  # a unit catching up sends at most this many record
 BACKLOG_SPACING = timedelta(seconds=1)  # between records a unit saved while offline
 METRES_PER_DEGREE = 111_320.0
 IO_ELEMENTS = {21: 4, 240: 1}  # GSM signal 4 of 5, movement on: a typical 1-byte IO set
+CAN_SPEED_IO = 81  # LV-CAN200 vehicle speed, km/h
+CAN_FUEL_LEVEL_IO = 89  # LV-CAN200 fuel level, %
 
 
 # --- unit identities --------------------------------------------------------------------
@@ -334,7 +339,7 @@ class _Unit(asyncio.Protocol):
             self.records_left -= len(batch)
         elif len(batch) > run.records_per_packet:
             run.result.catch_up_packets += 1
-        packet = teltonika_avl(batch, IO_ELEMENTS)
+        packet = teltonika_avl(batch, self._io(batch[-1]) if run.can else IO_ELEMENTS)
         self.in_flight = len(batch)
         run.result.packets_sent += 1
         run.result.records_sent += len(batch)
@@ -366,6 +371,12 @@ class _Unit(asyncio.Protocol):
         elif self.records_left <= 0:
             self._finish()
 
+    def _io(self, fix: Fix) -> dict[int, int]:
+        """IO elements with a CAN adapter's readings: speed, and fuel burning down slowly."""
+        hours = (fix.fix_time - self.drive.epoch).total_seconds() / 3600
+        fuel = 90 - round(hours * 5) % 80
+        return {**IO_ELEMENTS, CAN_SPEED_IO: round(fix.speed_kmh or 0), CAN_FUEL_LEVEL_IO: fuel}
+
     def _backlog_record(self) -> Fix:
         self.take_record(self.last_fix_time + BACKLOG_SPACING)
         return self.pending.pop()
@@ -392,6 +403,7 @@ class _Run:
     interval: float  # live: seconds between a unit's records
     records_per_packet: int
     ack_timeout: float
+    can: bool
 
 
 # --- the load ---------------------------------------------------------------------------
@@ -413,6 +425,7 @@ async def run_units(
     progress: Callable[[LoadResult], None] | None = None,
     progress_interval: float = 1.0,
     on_start: Callable[[], None] | None = None,
+    can: bool = False,
 ) -> LoadResult:
     """Connect the units, play the load, wait for the last ack; returns what they saw.
 
@@ -422,7 +435,8 @@ async def run_units(
     previous one is acknowledged. Records start once every unit has connected (or
     given up), so the connection storm is not part of the timed run; ``on_start`` is
     called right then (a benchmark samples the listener's CPU time there). ``progress``
-    is called with the running result every ``progress_interval`` seconds.
+    is called with the running result every ``progress_interval`` seconds. ``can`` adds
+    CAN adapter IO (speed, fuel level) to every packet.
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -433,7 +447,7 @@ async def run_units(
         raise ValueError(f"records per packet must be 1-{MAX_RECORDS_PER_PACKET}")
     loop = asyncio.get_running_loop()
     result = LoadResult(mode=mode, units=len(imeis))
-    run = _Run(loop, result, mode, 1.0 / rate, per_packet, ack_timeout)
+    run = _Run(loop, result, mode, 1.0 / rate, per_packet, ack_timeout, can)
     # Routes start at midnight, so runs on the same day continue each unit's track.
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     units = [_Unit(run, imei, Drive.for_unit(zlib.crc32(imei.encode()), today)) for imei in imeis]

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.db.models import Count
 
 from telematics.ingest.runner import start_ingest
-from telematics.models import Device, Position
+from telematics.models import Device, Position, VehicleState
 from telematics.simulator.load import load_imeis, register_units, run_units
 from tests.support import db
 
@@ -111,3 +111,19 @@ async def test_a_listener_that_hangs_up_counts_as_lost():
 def test_simulate_refuses_protocols_it_cannot_play():
     with pytest.raises(CommandError, match="supported: teltonika"):
         call_command("simulate", "--protocol", "gt06", "--units", "1")
+
+
+async def test_can_units_feed_vehicle_signals(ingest, units):
+    result = await run_units(
+        "127.0.0.1", ingest.ports["teltonika"], units[:2], rate=5, duration=1, can=True
+    )
+    assert result.complete, result.summary()
+    states = await db(
+        lambda: list(
+            VehicleState.objects.filter(device__identifier__in=units[:2]).values_list(
+                "signals", flat=True
+            )
+        )
+    )
+    assert len(states) == 2
+    assert all({"vehicle_speed", "fuel_level"} <= set(signals) for signals in states)

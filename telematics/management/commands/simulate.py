@@ -53,6 +53,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--packets", type=int, default=40, help="Backlog: packets per unit")
         parser.add_argument(
+            "--can", action="store_true", help="Units report CAN adapter IO (speed, fuel level)"
+        )
+        parser.add_argument(
             "--register",
             action="store_true",
             help="Register the units first (organisation 'Load Test')",
@@ -88,6 +91,7 @@ class Command(BaseCommand):
                     duration=options["duration"],
                     records_per_packet=options["records_per_packet"],
                     packets=options["packets"],
+                    can=options["can"],
                     progress=_Progress(self.stdout.write),
                     # Thousands of units' objects live for the whole run: frozen, they are not
                     # rescanned by every full collection, which would stall all units at once.
