@@ -267,6 +267,9 @@ INGEST_BATCH_MAX = env_int("INGEST_BATCH_MAX", 5000)
 INGEST_BATCH_WAIT_MS = env_float("INGEST_BATCH_WAIT_MS", 20.0)
 INGEST_STORE_RAW = env_bool("INGEST_STORE_RAW", False)
 INGEST_UNKNOWN_THROTTLE_S = env_float("INGEST_UNKNOWN_THROTTLE_S", 30.0)
+# How long a unit's registration is cached: a device moved to another vehicle, deactivated
+# or deleted takes effect within this time, also on a unit's open TCP connection.
+INGEST_UNIT_CACHE_S = env_float("INGEST_UNIT_CACHE_S", 60.0)
 INGEST_METRICS_PORT = env_int("INGEST_METRICS_PORT", 9464)
 
 LOGGING = {

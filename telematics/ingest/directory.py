@@ -66,6 +66,15 @@ class UnitDirectory:
             return None
         return unit
 
+    async def refresh(self, unit: Unit) -> Unit | None:
+        """The unit as registered now (from the cache while it is fresh), None if gone.
+
+        A TCP unit authenticates once per connection; the pipeline calls this for every
+        frame so that a device moved to another vehicle, or deactivated, takes effect
+        within the cache time on an open connection too. The secret was checked at login.
+        """
+        return await self._lookup(unit.identifier)
+
     def forget(self, identifier: str | None = None) -> None:
         """Drop cached lookups (all, or one unit's), e.g. after registering a unit."""
         if identifier is None:

@@ -19,7 +19,7 @@ from django.db import Error as DatabaseError
 from telematics import metrics
 from telematics.ingest.directory import UnitDirectory
 from telematics.ingest.messages import parse_topic
-from telematics.ingest.pipeline import IngestPipeline
+from telematics.ingest.pipeline import IngestPipeline, RecordsRefused
 from telematics.ingest.unit_messages import BAD, STORED, receive_unit_message
 from telematics.protocols.base import DecodeError
 from telematics.protocols.osmand import decode_request
@@ -103,7 +103,11 @@ class OsmandApp:
             return 503, "Storage unavailable, send again later\n"
         if unit is None:
             return 400, f"Unknown device id {decoded.identifier!r} (or wrong secret)\n"
-        await self.pipeline.store(unit, self.protocol, decoded)
+        try:
+            await self.pipeline.store(unit, self.protocol, decoded)
+        except RecordsRefused as error:
+            metrics.ERRORS.labels(self.protocol).inc()
+            return 400, f"Not stored: {error}\n"
         metrics.ACK_LATENCY.labels(self.protocol).observe(time.monotonic() - arrived)
         return 200, "OK\n"
 

@@ -7,6 +7,13 @@ from every connection are gathered into batches (up to ``batch_max`` rows or
 the database is down the worker retries the same batch with backoff: the callers simply
 wait, nothing is acknowledged, and storing resumes by itself. Live updates are published
 after commit from a separate task, so a slow or absent Redis never holds up storing.
+
+A batch the database refuses outright (an integrity or data error: a vehicle or device
+deleted while its unit was connected, a value PostgreSQL cannot hold) is never retried
+as a whole, which would stall every unit behind it: it is split until the refused
+frame is alone, the good frames are stored and acknowledged, and the refused one is
+retried once with the unit looked up afresh, then failed with ``RecordsRefused`` (the
+transport does not acknowledge it and says why).
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from django.db import DataError, IntegrityError, connection
 from django.db import Error as DatabaseError
-from django.db import connection
 
 from telematics import metrics
 from telematics.can.signals import SignalSample
@@ -35,14 +42,27 @@ from telematics.protocols.base import Decoded
 
 logger = logging.getLogger(__name__)
 
+# A device's last_seen is written at most this often (seconds): it feeds the offline
+# alert and the admin, which count in minutes, and writing it for every batch would cost
+# an UPDATE row per unit per second at fleet scale.
+LAST_SEEN_EVERY_S = 30.0
+
 StoredListener = Callable[[list[PositionRow], set[int]], None]
+
+
+class RecordsRefused(Exception):
+    """The database refused a frame's records for good (not an outage); not acknowledged."""
+
+
+class _Refused(Exception):
+    """A batch hit an integrity or data error: split it, never retry it whole."""
 
 
 @dataclass(slots=True)
 class _Pending:
     positions: list[PositionRow]
     responses: list[ResponseRow]
-    device_id: int
+    unit: Unit
     done: asyncio.Future = field(repr=False)
     can_rows: CanRows | None = None
 
@@ -73,6 +93,10 @@ class IngestPipeline:
         self._live: asyncio.Queue[dict[int, list[dict]]] = asyncio.Queue(maxsize=1000)
         self._tasks: list[asyncio.Task] = []
         self.database_ok = True
+        self._last_seen_written: dict[int, float] = {}
+        # Set by start_ingest: refreshes a connected unit's vehicle and organisation (a
+        # device moved to another vehicle, or deactivated, while its TCP link stays up).
+        self.directory = None
 
     async def start(self) -> None:
         self._tasks = [
@@ -101,6 +125,8 @@ class IngestPipeline:
         Returns the number of positions handed to the database (a resend's duplicates
         are among them and silently ignored there).
         """
+        if self.directory is not None:
+            unit = await self._current(unit)
         now = datetime.now(UTC)
         positions = []
         for fix in decoded.fixes:
@@ -115,12 +141,22 @@ class IngestPipeline:
             for r in decoded.responses
         ]
         done = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(positions, responses, unit.device_id, done,
+        await self._queue.put(_Pending(positions, responses, unit, done,
                                        self._can_rows(unit, decoded)))
         await done
         if positions:
             metrics.RECORDS_STORED.labels(protocol).inc(len(positions))
         return len(positions)
+
+    async def _current(self, unit: Unit) -> Unit:
+        """The unit as the directory knows it now (cached); refused if it is gone."""
+        try:
+            current = await self.directory.refresh(unit)
+        except DatabaseError:  # an outage: the unit was valid a minute ago; store will wait
+            return unit
+        if current is None:
+            raise RecordsRefused(f"unit {unit.identifier} is no longer registered or active")
+        return current
 
     def _can_rows(self, unit: Unit, decoded: Decoded) -> CanRows | None:
         """Vehicle signals of a frame: CAN samples plus what Teltonika IO elements carry."""
@@ -144,32 +180,57 @@ class IngestPipeline:
                        list(decoded.faults), dict(decoded.fault_reports))
 
     async def _store_worker(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Gather a batch and write it; one timer a batch, not one per queued frame.
+
+        While a write is in progress frames pile up in the queue, so under load the next
+        batch is taken at once; only a lone frame on a quiet queue waits ``batch_wait``
+        for company.
+        """
         while True:
             batch = [await self._queue.get()]
+            if self._queue.empty() and self.batch_wait > 0:
+                await asyncio.sleep(self.batch_wait)
             rows = len(batch[0].positions)
-            deadline = loop.time() + self.batch_wait
-            while rows < self.batch_max:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
-                    break
-                batch.append(item)
-                rows += len(item.positions)
             while not self._queue.empty() and rows < self.batch_max:
                 item = self._queue.get_nowait()
                 batch.append(item)
                 rows += len(item.positions)
             await self._write(batch)
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, batch: list[_Pending], *, refreshed: bool = False) -> None:
+        try:
+            positions, moved = await self._commit(batch)
+        except _Refused as refusal:
+            await self._split(batch, refusal.__cause__, refreshed)
+            return
+        except Exception as error:  # a bug, not an outage: isolate the frame that hits it
+            if len(batch) > 1:
+                await self._split(batch, error, refreshed=True)
+                return
+            logger.exception("Storing a frame of unit %s failed", batch[0].unit.identifier)
+            if not batch[0].done.done():
+                batch[0].done.set_exception(error)
+            return
+        for item in batch:
+            if not item.done.done():
+                item.done.set_result(None)
+        if moved:
+            self._queue_live_update(positions, moved)
+        for listener in self.stored_listeners:
+            try:
+                listener(positions, moved)
+            except Exception:
+                logger.exception("A stored-records listener failed")
+
+    async def _commit(self, batch: list[_Pending]) -> tuple[list[PositionRow], set[int]]:
+        """Write the batch in one transaction, waiting out database outages."""
         loop = asyncio.get_running_loop()
         positions = [p for item in batch for p in item.positions]
         responses = [r for item in batch for r in item.responses]
-        seen = {item.device_id for item in batch}
+        clock = time.monotonic()
+        seen = {item.unit.device_id for item in batch
+                if clock - self._last_seen_written.get(item.unit.device_id, -1e9)
+                >= LAST_SEEN_EVERY_S}
         can_rows = [item.can_rows for item in batch if item.can_rows is not None]
         delay = 0.2
         while True:
@@ -184,7 +245,9 @@ class IngestPipeline:
                     self.db_executor, _store_in_thread, positions, responses, seen,
                     stored_at, can_rows,
                 )
-                break
+            except (IntegrityError, DataError) as error:
+                metrics.STORE_FAILURES.inc()
+                raise _Refused() from error
             except DatabaseError as error:
                 metrics.STORE_FAILURES.inc()
                 if self.database_ok:
@@ -194,25 +257,42 @@ class IngestPipeline:
                 await loop.run_in_executor(self.db_executor, _close_connection)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except Exception as error:  # a bug, not an outage: fail this batch only
-                logger.exception("Storing a batch failed")
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(error)
-                return
-        if not self.database_ok:
-            logger.info("Database is back; storing resumed")
-            self.database_ok = True
-        for item in batch:
-            if not item.done.done():
-                item.done.set_result(None)
-        if moved:
-            self._queue_live_update(positions, moved)
-        for listener in self.stored_listeners:
+                continue
+            if not self.database_ok:
+                logger.info("Database is back; storing resumed")
+                self.database_ok = True
+            for device_id in seen:
+                self._last_seen_written[device_id] = clock
+            return positions, moved
+
+    async def _split(self, batch: list[_Pending], error: BaseException | None,
+                     refreshed: bool) -> None:
+        """Store the good frames of a refused batch; isolate and refuse the bad one."""
+        if len(batch) > 1:
+            half = len(batch) // 2
+            await self._write(batch[:half], refreshed=refreshed)
+            await self._write(batch[half:], refreshed=refreshed)
+            return
+        item = batch[0]
+        if not refreshed and self.directory is not None:
+            # Most refusals are a stale unit (its device or vehicle deleted or moved since
+            # it was looked up): look it up afresh and try once more.
+            self.directory.forget(item.unit.identifier)
             try:
-                listener(positions, moved)
-            except Exception:
-                logger.exception("A stored-records listener failed")
+                current = await self.directory.refresh(item.unit)
+            except DatabaseError:
+                current = None
+            if current is not None and current != item.unit:
+                _rebind(item, current)
+                await self._write(batch, refreshed=True)
+                return
+        logger.error("Records of unit %s refused by the database, not acknowledged: %s",
+                     item.unit.identifier, error)
+        if not item.done.done():
+            item.done.set_exception(RecordsRefused(
+                f"the database refused the records of unit {item.unit.identifier}: "
+                f"{str(error).strip().splitlines()[0] if error else 'unknown error'}"
+            ))
 
     def _queue_live_update(self, positions: list[PositionRow], moved: set[int]) -> None:
         newest: dict[int, PositionRow] = {}
@@ -257,6 +337,23 @@ class IngestPipeline:
                 if failing_since is None:
                     logger.warning("Live updates failing (storing goes on): %r", error)
                     failing_since = time.monotonic()
+
+
+def _rebind(item: _Pending, unit: Unit) -> None:
+    """Point a pending frame's rows at the unit's current device, vehicle, organisation."""
+    item.unit = unit
+    for p in item.positions:
+        p.device_id, p.vehicle_id, p.organisation_id = (
+            unit.device_id, unit.vehicle_id, unit.organisation_id)
+    for r in item.responses:
+        r.device_id = unit.device_id
+    if item.can_rows is not None:
+        if unit.vehicle_id is None:
+            item.can_rows = None
+        else:
+            item.can_rows.vehicle_id = unit.vehicle_id
+            item.can_rows.organisation_id = unit.organisation_id
+            item.can_rows.device_id = unit.device_id
 
 
 def _store_in_thread(*args) -> set[int]:

@@ -97,7 +97,9 @@ async def start_ingest(
     await pipeline.start()
     await _prepare_partitions(pipeline)
     directory = UnitDirectory(pipeline.lookup_executor,
+                              cache_seconds=settings.INGEST_UNIT_CACHE_S,
                               unknown_throttle_seconds=settings.INGEST_UNKNOWN_THROTTLE_S)
+    pipeline.directory = directory
     service = IngestService(pipeline, directory)
     tls = server_ssl_context(settings.INGEST_TLS_CERT, settings.INGEST_TLS_KEY)
 

@@ -12,10 +12,13 @@ marker back.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.db import connection, transaction
+from psycopg.types.json import set_json_dumps
 
 from telematics.can.signals import SIGNALS, FaultCode, SignalSample
 from telematics.models import (
@@ -51,6 +54,19 @@ STATE_COLUMNS = (
     "vehicle_id", "device_id", "fix_time", "server_time", "latitude", "longitude", "altitude",
     "speed_kmh", "course", "valid", "ignition", "odometer_km", "attributes",
 )
+
+
+# JSON's escape for NUL, not preceded by an escaped backslash: PostgreSQL's jsonb cannot
+# hold U+0000, and one unit's text with a NUL in it must not refuse the whole frame.
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def attributes_json(attributes: Any) -> str:
+    """A fix's attributes as JSON PostgreSQL accepts: anything unusual as text, no NUL."""
+    text = json.dumps(attributes, default=str, separators=(",", ":"))
+    if "\\u0000" in text:
+        text = _JSON_NUL.sub(r"\1\\ufffd", text)
+    return text
 
 
 @dataclass(slots=True)
@@ -91,22 +107,32 @@ def store_batch(
 ) -> set[int]:
     """Store everything in one transaction; returns the vehicles whose state moved forward."""
     with transaction.atomic():
-        if can_rows:
-            _store_can(can_rows, now)
+        moved: set[int] = set()
         if positions:
             if connection.vendor == "postgresql":
-                _copy_positions(positions)
+                moved = _copy_positions(positions)
             else:
                 _bulk_insert_positions(positions)
-        moved = _advance_vehicle_states(positions)
+                moved = _advance_vehicle_states(positions)
+        # After the positions: both take vehicle-state row locks in vehicle order, and
+        # a frame's CAN vehicles are its positions' vehicles, so two ingest processes
+        # do not lock each other's rows in opposite orders.
+        if can_rows:
+            _store_can(can_rows, now)
         if responses:
             CommandResponse.objects.bulk_create(
-                CommandResponse(device_id=r.device_id, text=r.response_text,
+                CommandResponse(device_id=r.device_id,
+                                text=r.response_text.replace("\x00", "\ufffd"),
                                 received_time=r.received_time)
                 for r in responses
             )
         if seen:
-            Device.objects.filter(pk__in=seen).update(last_seen=now)
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("UPDATE telematics_device SET last_seen = %s "
+                                   "WHERE id = ANY(%s)", [now, sorted(seen)])
+            else:
+                Device.objects.filter(pk__in=seen).update(last_seen=now)
     return moved
 
 
@@ -119,11 +145,17 @@ def _row(p: PositionRow) -> tuple:
     )
 
 
-def _copy_positions(positions: list[PositionRow]) -> None:
+def _copy_positions(positions: list[PositionRow]) -> set[int]:
+    """COPY into staging, insert what is new, advance vehicle states; returns the moved.
+
+    The vehicle states come from the staging table too (the newest fix per vehicle by
+    ``DISTINCT ON``), in vehicle order, so no row of parameters is built in Python.
+    """
     columns = ", ".join(POSITION_COLUMNS)
     with connection.cursor() as cursor:
         raw = cursor.cursor  # the psycopg cursor, for COPY
         raw.execute(STAGING_TABLE)
+        set_json_dumps(attributes_json, context=raw)
         with raw.copy(f"COPY position_staging ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(POSITION_TYPES)
             for p in positions:
@@ -132,20 +164,36 @@ def _copy_positions(positions: list[PositionRow]) -> None:
             f"INSERT INTO telematics_position ({columns}) SELECT {columns} "
             "FROM position_staging ON CONFLICT (device_id, fix_time) DO NOTHING"
         )
+        state_columns = ", ".join(STATE_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:])
+        raw.execute(
+            f"INSERT INTO telematics_vehiclestate ({state_columns}, signals) "
+            f"SELECT DISTINCT ON (vehicle_id) {state_columns}, '{{}}'::jsonb "
+            "FROM position_staging WHERE vehicle_id IS NOT NULL "
+            "ORDER BY vehicle_id, fix_time DESC "
+            f"ON CONFLICT (vehicle_id) DO UPDATE SET {updates} "
+            "WHERE telematics_vehiclestate.fix_time IS NULL "
+            "OR telematics_vehiclestate.fix_time < excluded.fix_time "
+            "RETURNING vehicle_id"
+        )
+        return {row[0] for row in raw.fetchall()}
 
 
 def _bulk_insert_positions(positions: list[PositionRow]) -> None:
+    def position(p: PositionRow) -> Position:
+        fields = dict(zip(POSITION_COLUMNS, _row(p), strict=True))
+        fields["attributes"] = json.loads(attributes_json(fields["attributes"]))
+        return Position(**fields)
+
     Position.objects.bulk_create(
-        (
-            Position(**dict(zip(POSITION_COLUMNS, _row(p), strict=True)))
-            for p in positions
-        ),
+        (position(p) for p in positions),
         batch_size=500,
         ignore_conflicts=True,
     )
 
 
 def _advance_vehicle_states(positions: list[PositionRow]) -> set[int]:
+    """The embedded database's vehicle-state upsert (PostgreSQL's is in _copy_positions)."""
     newest: dict[int, PositionRow] = {}
     for p in positions:
         if p.vehicle_id is None:
@@ -160,7 +208,7 @@ def _advance_vehicle_states(positions: list[PositionRow]) -> set[int]:
     placeholders += f", {json_placeholder})"
     updates = ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:])
     moved: set[int] = set()
-    rows = list(newest.values())
+    rows = [newest[vehicle_id] for vehicle_id in sorted(newest)]
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 500):
             chunk = rows[start:start + 500]
@@ -170,7 +218,7 @@ def _advance_vehicle_states(positions: list[PositionRow]) -> set[int]:
                 params += [
                     p.vehicle_id, p.device_id, f.fix_time, p.server_time, f.latitude,
                     f.longitude, f.altitude, f.speed_kmh, f.course, f.valid, f.ignition,
-                    f.odometer_km, json.dumps(f.attributes, default=str), "{}",
+                    f.odometer_km, attributes_json(f.attributes), "{}",
                 ]
             cursor.execute(
                 f"INSERT INTO telematics_vehiclestate ({', '.join(STATE_COLUMNS)}, signals) "
@@ -202,10 +250,13 @@ def _store_can(can_rows: list[CanRows], now: datetime) -> None:
             if key not in newest or sample.time > newest[key].time:
                 newest[key] = sample
     counters_moved = set()
-    for vehicle_id, newest in latest.items():
-        state, _ = VehicleState.objects.select_for_update().get_or_create(vehicle_id=vehicle_id)
+    vehicle_ids = sorted(vehicle_id for vehicle_id, newest in latest.items() if newest)
+    states = _locked_states(vehicle_ids)
+    changed = []
+    for vehicle_id in vehicle_ids:
+        state = states[vehicle_id]
         signals = dict(state.signals or {})
-        for key, sample in newest.items():
+        for key, sample in latest[vehicle_id].items():
             known = signals.get(key)
             if known is None or known.get("time", "") < sample.time.isoformat():
                 unit = SIGNALS[key].unit if key in SIGNALS else ""
@@ -215,7 +266,9 @@ def _store_can(can_rows: list[CanRows], now: datetime) -> None:
                     counters_moved.add(vehicle_id)
         if signals != state.signals:
             state.signals = signals
-            state.save(update_fields=["signals"])
+            changed.append(state)
+    if changed:
+        VehicleState.objects.bulk_update(changed, ["signals"], batch_size=500)
     events: list[Event] = []
     for r in can_rows:
         if r.faults or r.fault_reports:
@@ -225,6 +278,27 @@ def _store_can(can_rows: list[CanRows], now: datetime) -> None:
         from telematics.maintenance import evaluate_plans
 
         evaluate_plans(counters_moved, now)
+
+
+def _locked_states(vehicle_ids: list[int]) -> dict[int, VehicleState]:
+    """The vehicles' state rows, locked in vehicle order; created where missing."""
+    if not vehicle_ids:
+        return {}
+
+    def lock() -> dict[int, VehicleState]:
+        rows = (VehicleState.objects.select_for_update().filter(vehicle_id__in=vehicle_ids)
+                .order_by("vehicle_id").only("vehicle_id", "signals"))
+        return {state.vehicle_id: state for state in rows}
+
+    states = lock()
+    missing = [vehicle_id for vehicle_id in vehicle_ids if vehicle_id not in states]
+    if missing:
+        VehicleState.objects.bulk_create(
+            [VehicleState(vehicle_id=vehicle_id, signals={}) for vehicle_id in missing],
+            ignore_conflicts=True,
+        )
+        states = lock()
+    return states
 
 
 def _apply_faults(rows: CanRows) -> list[Event]:

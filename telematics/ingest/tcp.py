@@ -19,7 +19,7 @@ from typing import Protocol
 
 from telematics import metrics
 from telematics.ingest.directory import Unit, UnitDirectory, authenticate_patiently
-from telematics.ingest.pipeline import IngestPipeline
+from telematics.ingest.pipeline import IngestPipeline, RecordsRefused
 from telematics.protocols.base import Decoded, DecodeError, FrameTooLarge
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,9 @@ class StreamListener:
             await self._converse(reader, writer, remote)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
+        except RecordsRefused as error:  # not acknowledged; the unit resends after reconnecting
+            metrics.ERRORS.labels(self.protocol).inc()
+            logger.warning("Closing %s connection from %s: %s", self.protocol, remote, error)
         except Exception:
             logger.exception("%s connection from %s failed", self.protocol, remote)
         finally:
@@ -87,7 +90,10 @@ class StreamListener:
         while True:
             wait = FLUSH_AFTER_SECONDS if flush is not None else self.idle_timeout
             try:
-                chunk = await asyncio.wait_for(reader.read(65536), wait)
+                # asyncio.timeout, not wait_for: no extra task per read, which counts at
+                # ten thousand connections each reading once a second.
+                async with asyncio.timeout(wait):
+                    chunk = await reader.read(65536)
             except TimeoutError:
                 quiet += wait
                 if flush is not None:

@@ -11,7 +11,7 @@ from django.db import Error as DatabaseError
 
 from telematics import metrics
 from telematics.ingest.directory import UnitDirectory
-from telematics.ingest.pipeline import IngestPipeline
+from telematics.ingest.pipeline import IngestPipeline, RecordsRefused
 from telematics.protocols.base import Decoded, DecodeError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,12 @@ class DatagramListener(asyncio.DatagramProtocol):
                 self.transport.sendto(decoded.refusal, addr)
             return
         self.pipeline.attach_raw(decoded, packet)
-        await self.pipeline.store(unit, self.protocol, decoded)
+        try:
+            await self.pipeline.store(unit, self.protocol, decoded)
+        except RecordsRefused as error:  # no acknowledgement: the unit sends it again
+            metrics.ERRORS.labels(self.protocol).inc()
+            logger.warning("%s datagram from %s not stored: %s", self.protocol, remote, error)
+            return
         if decoded.reply and self.transport is not None:
             self.transport.sendto(decoded.reply, addr)
             metrics.ACK_LATENCY.labels(self.protocol).observe(time.monotonic() - arrived)
