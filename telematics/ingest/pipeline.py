@@ -90,8 +90,9 @@ class IngestPipeline:
 
         self.can_decoders = CanDecoderCache(self.lookup_executor)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._live: asyncio.Queue[dict[int, list[dict]]] = asyncio.Queue(maxsize=1000)
+        self._live: asyncio.Queue[dict[int, list[dict]] | None] = asyncio.Queue(maxsize=1000)
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
         self.database_ok = True
         self._last_seen_written: dict[int, float] = {}
         # Set by start_ingest: refreshes a connected unit's vehicle and organisation (a
@@ -105,9 +106,20 @@ class IngestPipeline:
         ]
 
     async def stop(self) -> None:
+        # Some library code under group_send (the Redis client) can swallow a
+        # cancellation; the publisher then went back to waiting on its queue and stop()
+        # hung. So it is told to stop by flag and sentinel too, and waited for boundedly.
+        self._stopping = True
+        with contextlib.suppress(asyncio.QueueEmpty):
+            if self._live.full():
+                self._live.get_nowait()
+        self._live.put_nowait(None)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in stuck:
+                logger.warning("Ingest task %s did not stop within 5 s", task.get_name())
         loop = asyncio.get_running_loop()
         for executor in (self.db_executor, self.lookup_executor):
             await loop.run_in_executor(executor, _close_connection)
@@ -319,17 +331,20 @@ class IngestPipeline:
         failing_since: float | None = None
         while True:
             by_organisation = await self._live.get()
+            if by_organisation is None or self._stopping:
+                return
             if self.channel_layer is None:
                 continue
             try:
                 for organisation_id, vehicles in by_organisation.items():
-                    await asyncio.wait_for(
-                        self.channel_layer.group_send(
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                    # cancellation that arrives as the send completes, and this task then
+                    # never ends (the pipeline's stop() hung on it).
+                    async with asyncio.timeout(2.0):
+                        await self.channel_layer.group_send(
                             organisation_group(organisation_id),
                             {"type": "vehicles.update", "vehicles": vehicles},
-                        ),
-                        timeout=2.0,
-                    )
+                        )
                 if failing_since is not None:
                     logger.info("Live updates resumed")
                     failing_since = None
