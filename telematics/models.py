@@ -103,6 +103,11 @@ class VehicleState(models.Model):
     signals = models.JSONField(
         default=dict, blank=True, help_text="Latest value and time of each vehicle signal."
     )
+    unit_status = models.JSONField(
+        default=dict, blank=True,
+        help_text="What the unit last said about itself (heartbeats, alarm packets): "
+        "battery and GSM level, charging, external voltage..., with the time it said it.",
+    )
 
     def __str__(self) -> str:
         return f"state of {self.vehicle_id}"

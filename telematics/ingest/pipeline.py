@@ -36,7 +36,7 @@ from telematics.can.teltonika_io import signals_from_io
 from telematics.ingest.connections import drop_broken_connection
 from telematics.ingest.directory import Unit
 from telematics.ingest.filters import FixFilter
-from telematics.ingest.store import CanRows, PositionRow, ResponseRow, store_batch
+from telematics.ingest.store import CanRows, PositionRow, ResponseRow, UnitReport, store_batch
 from telematics.ingest.thinning import SignalThinner
 from telematics.protocols.base import Decoded
 
@@ -46,6 +46,12 @@ logger = logging.getLogger(__name__)
 # alert and the admin, which count in minutes, and writing it for every batch would cost
 # an UPDATE row per unit per second at fleet scale.
 LAST_SEEN_EVERY_S = 30.0
+
+# What a unit says about itself (GT06 heartbeats and alarm packets, OsmAnd's battery):
+# kept as the vehicle's unit status, not as position attributes only.
+UNIT_STATUS_FIELDS = ("charging", "armed", "oil_cut", "gps_tracking", "voltage_level",
+                      "gsm_signal", "external_voltage", "battery_level", "ignition")
+STATUS_EVENTS = {"heartbeat", "alarm", "information"}
 
 StoredListener = Callable[[list[PositionRow], set[int]], None]
 
@@ -65,6 +71,7 @@ class _Pending:
     unit: Unit
     done: asyncio.Future = field(repr=False)
     can_rows: CanRows | None = None
+    report: UnitReport | None = None
 
 
 class IngestPipeline:
@@ -152,9 +159,12 @@ class IngestPipeline:
             ResponseRow(unit.device_id, r.text, r.received_time or now)
             for r in decoded.responses
         ]
+        can_rows = self._can_rows(unit, decoded)
+        report = _unit_report(unit, decoded, now)
+        if not (positions or responses or can_rows or report):
+            return 0
         done = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(positions, responses, unit, done,
-                                       self._can_rows(unit, decoded)))
+        await self._queue.put(_Pending(positions, responses, unit, done, can_rows, report))
         await done
         if positions:
             metrics.RECORDS_STORED.labels(protocol).inc(len(positions))
@@ -244,6 +254,7 @@ class IngestPipeline:
                 if clock - self._last_seen_written.get(item.unit.device_id, -1e9)
                 >= LAST_SEEN_EVERY_S}
         can_rows = [item.can_rows for item in batch if item.can_rows is not None]
+        reports = [item.report for item in batch if item.report is not None]
         delay = 0.2
         while True:
             # server_time is when the row is stored, not when the frame arrived, so a
@@ -255,7 +266,7 @@ class IngestPipeline:
             try:
                 moved = await loop.run_in_executor(
                     self.db_executor, _store_in_thread, positions, responses, seen,
-                    stored_at, can_rows,
+                    stored_at, can_rows, reports,
                 )
             except (IntegrityError, DataError) as error:
                 metrics.STORE_FAILURES.inc()
@@ -354,6 +365,29 @@ class IngestPipeline:
                     failing_since = time.monotonic()
 
 
+def _unit_report(unit: Unit, decoded: Decoded, now: datetime) -> UnitReport | None:
+    """The unit's status and alarms in a frame, or None when it said nothing of the kind."""
+    status: dict = {}
+    alarms: list[dict] = []
+    for event in decoded.events:
+        if event.get("type") in STATUS_EVENTS:
+            status.update((k, event[k]) for k in UNIT_STATUS_FIELDS if k in event)
+        if event.get("alarm"):
+            alarms.append({"alarm": event["alarm"], "protocol_event": event.get("type")})
+    for fix in decoded.fixes:
+        attributes = fix.attributes
+        if "gsm_signal" in attributes or "battery_level" in attributes:
+            status.update((k, attributes[k]) for k in UNIT_STATUS_FIELDS if k in attributes)
+        if attributes.get("alarm"):
+            alarms.append({"alarm": attributes["alarm"], "time": fix.fix_time,
+                           "latitude": fix.latitude, "longitude": fix.longitude,
+                           "speed_kmh": fix.speed_kmh, "valid": fix.valid})
+    if not (status or alarms):
+        return None
+    return UnitReport(unit.vehicle_id, unit.organisation_id, unit.device_id, now, status,
+                      alarms)
+
+
 def _rebind(item: _Pending, unit: Unit) -> None:
     """Point a pending frame's rows at the unit's current device, vehicle, organisation."""
     item.unit = unit
@@ -362,6 +396,9 @@ def _rebind(item: _Pending, unit: Unit) -> None:
             unit.device_id, unit.vehicle_id, unit.organisation_id)
     for r in item.responses:
         r.device_id = unit.device_id
+    if item.report is not None:
+        item.report.vehicle_id, item.report.organisation_id, item.report.device_id = (
+            unit.vehicle_id, unit.organisation_id, unit.device_id)
     if item.can_rows is not None:
         if unit.vehicle_id is None:
             item.can_rows = None

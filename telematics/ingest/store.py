@@ -98,12 +98,30 @@ class CanRows:
     fault_reports: dict[str, datetime]
 
 
+@dataclass(slots=True)
+class UnitReport:
+    """What a unit said about itself rather than where it is: status and alarms.
+
+    ``status`` (battery, GSM signal, charging, external voltage... from heartbeats and
+    alarm packets) is merged into the vehicle state's ``unit_status``; each alarm (SOS,
+    power cut, ...) becomes an ``alarm`` event.
+    """
+
+    vehicle_id: int | None
+    organisation_id: int
+    device_id: int
+    time: datetime
+    status: dict[str, Any]
+    alarms: list[dict[str, Any]]
+
+
 def store_batch(
     positions: list[PositionRow],
     responses: list[ResponseRow],
     seen: set[int],
     now: datetime,
     can_rows: list[CanRows] | None = None,
+    reports: list[UnitReport] | None = None,
 ) -> set[int]:
     """Store everything in one transaction; returns the vehicles whose state moved forward."""
     with transaction.atomic():
@@ -119,6 +137,8 @@ def store_batch(
         # do not lock each other's rows in opposite orders.
         if can_rows:
             _store_can(can_rows, now)
+        if reports:
+            _store_reports(reports)
         if responses:
             CommandResponse.objects.bulk_create(
                 CommandResponse(device_id=r.device_id,
@@ -167,8 +187,8 @@ def _copy_positions(positions: list[PositionRow]) -> set[int]:
         state_columns = ", ".join(STATE_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:])
         raw.execute(
-            f"INSERT INTO telematics_vehiclestate ({state_columns}, signals) "
-            f"SELECT DISTINCT ON (vehicle_id) {state_columns}, '{{}}'::jsonb "
+            f"INSERT INTO telematics_vehiclestate ({state_columns}, signals, unit_status) "
+            f"SELECT DISTINCT ON (vehicle_id) {state_columns}, '{{}}'::jsonb, '{{}}'::jsonb "
             "FROM position_staging WHERE vehicle_id IS NOT NULL "
             "ORDER BY vehicle_id, fix_time DESC "
             f"ON CONFLICT (vehicle_id) DO UPDATE SET {updates} "
@@ -205,7 +225,7 @@ def _advance_vehicle_states(positions: list[PositionRow]) -> set[int]:
         return set()
     json_placeholder = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
     placeholders = "(" + ", ".join(["%s"] * (len(STATE_COLUMNS) - 1) + [json_placeholder])
-    placeholders += f", {json_placeholder})"
+    placeholders += f", {json_placeholder}, {json_placeholder})"
     updates = ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:])
     moved: set[int] = set()
     rows = [newest[vehicle_id] for vehicle_id in sorted(newest)]
@@ -218,10 +238,11 @@ def _advance_vehicle_states(positions: list[PositionRow]) -> set[int]:
                 params += [
                     p.vehicle_id, p.device_id, f.fix_time, p.server_time, f.latitude,
                     f.longitude, f.altitude, f.speed_kmh, f.course, f.valid, f.ignition,
-                    f.odometer_km, attributes_json(f.attributes), "{}",
+                    f.odometer_km, attributes_json(f.attributes), "{}", "{}",
                 ]
             cursor.execute(
-                f"INSERT INTO telematics_vehiclestate ({', '.join(STATE_COLUMNS)}, signals) "
+                f"INSERT INTO telematics_vehiclestate ({', '.join(STATE_COLUMNS)}, signals, "
+                "unit_status) "
                 f"VALUES {', '.join([placeholders] * len(chunk))} "
                 f"ON CONFLICT (vehicle_id) DO UPDATE SET {updates} "
                 "WHERE telematics_vehiclestate.fix_time IS NULL "
@@ -280,6 +301,32 @@ def _store_can(can_rows: list[CanRows], now: datetime) -> None:
         evaluate_plans(counters_moved, now)
 
 
+def _store_reports(reports: list[UnitReport]) -> None:
+    """Merge unit status into the vehicle states (newest report wins); write alarms."""
+    newest: dict[int, dict[str, Any]] = {}
+    for report in sorted(reports, key=lambda r: r.time):
+        if report.vehicle_id is not None and report.status:
+            merged = newest.setdefault(report.vehicle_id, {})
+            merged.update(report.status)
+            merged["time"] = report.time.isoformat()
+    states = _locked_states(sorted(newest))
+    changed = []
+    for vehicle_id, status in newest.items():
+        state = states[vehicle_id]
+        known = state.unit_status or {}
+        if known.get("time", "") <= status["time"]:
+            state.unit_status = {**known, **status}
+            changed.append(state)
+    if changed:
+        VehicleState.objects.bulk_update(changed, ["unit_status"], batch_size=500)
+    Event.objects.bulk_create(
+        Event(organisation_id=report.organisation_id, vehicle_id=report.vehicle_id,
+              type="alarm", time=alarm.get("time") or report.time,
+              attributes={k: v for k, v in alarm.items() if k != "time"})
+        for report in reports for alarm in report.alarms
+    )
+
+
 def _locked_states(vehicle_ids: list[int]) -> dict[int, VehicleState]:
     """The vehicles' state rows, locked in vehicle order; created where missing."""
     if not vehicle_ids:
@@ -287,14 +334,14 @@ def _locked_states(vehicle_ids: list[int]) -> dict[int, VehicleState]:
 
     def lock() -> dict[int, VehicleState]:
         rows = (VehicleState.objects.select_for_update().filter(vehicle_id__in=vehicle_ids)
-                .order_by("vehicle_id").only("vehicle_id", "signals"))
+                .order_by("vehicle_id").only("vehicle_id", "signals", "unit_status"))
         return {state.vehicle_id: state for state in rows}
 
     states = lock()
     missing = [vehicle_id for vehicle_id in vehicle_ids if vehicle_id not in states]
     if missing:
         VehicleState.objects.bulk_create(
-            [VehicleState(vehicle_id=vehicle_id, signals={}) for vehicle_id in missing],
+            [VehicleState(vehicle_id=vehicle_id) for vehicle_id in missing],
             ignore_conflicts=True,
         )
         states = lock()

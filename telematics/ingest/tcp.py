@@ -145,6 +145,7 @@ class StreamListener:
                         hook(self.protocol, unit)
                 unanswered.fixes += decoded.fixes
                 unanswered.responses += decoded.responses
+                unanswered.events += decoded.events
                 if decoded.reply:
                     unanswered.reply = decoded.reply
                     await self._store(unit, unanswered, writer, remote, arrived)
@@ -154,8 +155,10 @@ class StreamListener:
     async def _store(self, unit: Unit | None, decoded: Decoded,
                      writer: asyncio.StreamWriter, remote: str, arrived: float) -> None:
         """Store the records, then send the decoder's reply."""
-        if decoded.fixes or decoded.responses:
+        if decoded.fixes or decoded.responses or decoded.events:
             if unit is None:
+                if not (decoded.fixes or decoded.responses):
+                    return  # a login's own event, or status before it: nothing to keep
                 metrics.ERRORS.labels(self.protocol).inc()
                 logger.warning("%s records from %s before the unit identified itself; "
                                "dropped", self.protocol, remote)

@@ -7,7 +7,6 @@ import ssl
 import subprocess
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from channels.layers import get_channel_layer
 from prometheus_client import generate_latest
 
