@@ -375,10 +375,12 @@ def _unit_report(unit: Unit, decoded: Decoded, now: datetime) -> UnitReport | No
         if event.get("alarm"):
             alarms.append({"alarm": event["alarm"], "protocol_event": event.get("type")})
     for fix in decoded.fixes:
+        # A fix's own status fields (Teltonika's GSM level on every record) reach the
+        # vehicle state with the fix's attributes; only an alarm's are taken here, as
+        # its fix may be unpositioned and never stored.
         attributes = fix.attributes
-        if "gsm_signal" in attributes or "battery_level" in attributes:
-            status.update((k, attributes[k]) for k in UNIT_STATUS_FIELDS if k in attributes)
         if attributes.get("alarm"):
+            status.update((k, attributes[k]) for k in UNIT_STATUS_FIELDS if k in attributes)
             alarms.append({"alarm": attributes["alarm"], "time": fix.fix_time,
                            "latitude": fix.latitude, "longitude": fix.longitude,
                            "speed_kmh": fix.speed_kmh, "valid": fix.valid})
