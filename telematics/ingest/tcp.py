@@ -19,10 +19,12 @@ from typing import Protocol
 
 from telematics import metrics
 from telematics.ingest.directory import Unit, UnitDirectory, authenticate_patiently
+from telematics.ingest.logthrottle import BadInputLog
 from telematics.ingest.pipeline import IngestPipeline, RecordsRefused
 from telematics.protocols.base import Decoded, DecodeError, FrameTooLarge
 
 logger = logging.getLogger(__name__)
+bad_input = BadInputLog(logger)
 
 FLUSH_AFTER_SECONDS = 2.0  # a line protocol's pending fix is stored after this much quiet
 
@@ -113,8 +115,8 @@ class StreamListener:
                 frames = session.split(buffer)
             except FrameTooLarge as error:
                 metrics.ERRORS.labels(self.protocol).inc()
-                logger.warning("%s frame too large from %s: %s (first bytes %s)",
-                               self.protocol, remote, error, bytes(buffer[:32]).hex())
+                bad_input.warning(self.protocol, "%s frame too large from %s: %s (first bytes %s)",
+                                  self.protocol, remote, error, bytes(buffer[:32]).hex())
                 return
             # Records of frames that expect no reply (NMEA lines) wait here and are stored
             # together, once per chunk: one commit for a burst instead of one per line.
@@ -124,8 +126,8 @@ class StreamListener:
                     decoded = session.decode(frame)
                 except DecodeError as error:
                     metrics.ERRORS.labels(self.protocol).inc()
-                    logger.warning("Malformed %s frame from %s (%s): %s", self.protocol,
-                                   remote, error, frame[:512].hex())
+                    bad_input.warning(self.protocol, "Malformed %s frame from %s (%s): %s",
+                                      self.protocol, remote, error, frame[:512].hex())
                     continue
                 metrics.FRAMES.labels(self.protocol).inc()
                 self.pipeline.attach_raw(decoded, frame)

@@ -11,10 +11,12 @@ from django.db import Error as DatabaseError
 
 from telematics import metrics
 from telematics.ingest.directory import UnitDirectory
+from telematics.ingest.logthrottle import BadInputLog
 from telematics.ingest.pipeline import IngestPipeline, RecordsRefused
 from telematics.protocols.base import Decoded, DecodeError
 
 logger = logging.getLogger(__name__)
+bad_input = BadInputLog(logger)
 
 
 class DatagramListener(asyncio.DatagramProtocol):
@@ -57,8 +59,8 @@ class DatagramListener(asyncio.DatagramProtocol):
             decoded = self.decode(packet)
         except DecodeError as error:
             metrics.ERRORS.labels(self.protocol).inc()
-            logger.warning("Malformed %s datagram from %s (%s): %s", self.protocol, remote,
-                           error, packet[:512].hex())
+            bad_input.warning(self.protocol, "Malformed %s datagram from %s (%s): %s",
+                              self.protocol, remote, error, packet[:512].hex())
             return
         metrics.FRAMES.labels(self.protocol).inc()
         try:

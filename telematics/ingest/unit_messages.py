@@ -19,11 +19,13 @@ from telematics.can.dbc import DbcDecoder
 from telematics.can.decoder import VehicleCanDecoder
 from telematics.can.errors import CanDecodeError
 from telematics.ingest.directory import Unit, UnitDirectory, authenticate_patiently
+from telematics.ingest.logthrottle import BadInputLog
 from telematics.ingest.messages import decode_unit_message
 from telematics.ingest.pipeline import IngestPipeline, RecordsRefused
 from telematics.protocols.base import DecodeError
 
 logger = logging.getLogger(__name__)
+bad_input = BadInputLog(logger)
 
 STORED, BAD, REFUSED = "stored", "bad", "refused"
 
@@ -47,14 +49,14 @@ async def receive_unit_message(
         decoded, errors = decode_unit_message(kind, body, can_decoder)
     except DecodeError as error:
         metrics.ERRORS.labels(protocol).inc()
-        logger.warning("Bad %s %s message from %s: %s (%s)", protocol, kind, identifier, error,
-                       body[:256].hex())
+        bad_input.warning(protocol, "Bad %s %s message from %s: %s (%s)", protocol, kind,
+                          identifier, error, body[:256].hex())
         return Outcome(BAD, str(error))
     metrics.FRAMES.labels(protocol).inc()
     if errors:
         metrics.ERRORS.labels(protocol).inc(len(errors))
-        logger.warning("Bad parts of a %s %s message from %s: %s", protocol, kind, identifier,
-                       "; ".join(errors[:5]))
+        bad_input.warning(protocol, "Bad parts of a %s %s message from %s: %s", protocol,
+                          kind, identifier, "; ".join(errors[:5]))
     pipeline.attach_raw(decoded, body)
     try:
         await pipeline.store(unit, protocol, decoded)
