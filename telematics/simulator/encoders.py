@@ -101,6 +101,15 @@ def gt06_location(fix: Fix, serial: int, *, mileage_m: int | None = None) -> byt
     return _gt06_frame(0x22, content, serial)
 
 
+def gt06_heartbeat(serial: int, *, ignition: bool = True) -> bytes:
+    """Heartbeat 0x13: terminal info (GPS tracking, ACC), voltage 4 of 6, GSM 4 of 4.
+
+    The server echoes its serial; it is the packet a unit can count on being answered.
+    """
+    info = 0x40 | (0x02 if ignition else 0x00)
+    return _gt06_frame(0x13, bytes([info, 4, 4, 0x00, 0x02]), serial)
+
+
 def nmea_sentences(fix: Fix) -> list[str]:
     """RMC and GGA for one fix, as a receiver prints them (pynmea2 adds the checksums)."""
     import pynmea2
@@ -137,3 +146,32 @@ def osmand_query(identifier: str, fix: Fix) -> str:
               "speed": f"{(fix.speed_kmh or 0) / 1.852:.2f}", "bearing": f"{fix.course or 0:.1f}",
               "altitude": f"{fix.altitude or 0:.1f}", "accuracy": "5", "batt": "87"}
     return urlencode(fields)
+
+
+def osmand_json(identifier: str, fixes: list[Fix]) -> bytes:
+    """The JSON body the current Traccar Client posts: one location, or a list of them.
+
+    Times go as ISO 8601 with milliseconds and speeds in m/s, as the app sends them;
+    ``odometer`` is the app's own distance counter in metres.
+    """
+    import json
+
+    records = [
+        {
+            "timestamp": fix.fix_time.astimezone(UTC).isoformat(timespec="milliseconds"),
+            "coords": {
+                "latitude": round(fix.latitude, 7),
+                "longitude": round(fix.longitude, 7),
+                "speed": round((fix.speed_kmh or 0) / 3.6, 2),
+                "heading": round(fix.course or 0, 1),
+                "altitude": round(fix.altitude or 0, 1),
+                "accuracy": 5,
+            },
+            "is_moving": bool(fix.speed_kmh),
+            "odometer": round((fix.odometer_km or 0) * 1000),
+            "battery": {"level": 0.87, "is_charging": False},
+        }
+        for fix in fixes
+    ]
+    body = {"device_id": identifier, "location": records[0] if len(records) == 1 else records}
+    return json.dumps(body, separators=(",", ":")).encode()

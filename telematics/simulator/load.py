@@ -1,9 +1,13 @@
-"""Many simulated Teltonika units over TCP against a real ingest listener.
+"""Many simulated units against real ingest listeners: Teltonika, GT06, NMEA and OsmAnd.
 
-Used by ``manage.py simulate``, the ingest benchmark and the tests; later by the demo and
-the reliability suite. Each unit does what an FMB unit does: it opens a connection, logs
-in with its IMEI, waits for ``01``, then sends Codec 8 AVL packets and waits for the
-4-byte record count before it forgets the records and sends the next packet.
+Used by ``manage.py simulate``, the ingest benchmark and the tests (the simulator suite
+and the garbage-flood reliability test). Each unit speaks its protocol as a real one does
+(``telematics.simulator.units`` says exactly how): it connects, logs in where the
+protocol has a login, sends its records and forgets them only once they are
+acknowledged: the Teltonika record count, the echo of a GT06 heartbeat sent after the
+locations, an OsmAnd ``200``. NMEA over TCP has no acknowledgement at all, so its records
+are only counted as sent; what was stored is for the database to say
+(:func:`wait_for_stored`).
 
 Two modes:
 
@@ -16,8 +20,8 @@ Two modes:
   (fixes from the recent past, a second apart) as fast as the acks come back, as units
   do after a stretch without coverage.
 
-With ``can=True`` the units also report CAN adapter IO elements (vehicle speed and fuel
-level), so the records go through the vehicle-signal path of the pipeline too.
+With ``can=True`` the Teltonika units also report CAN adapter IO elements (vehicle speed
+and fuel level), so the records go through the vehicle-signal path of the pipeline too.
 
 Units run as plain protocol callbacks on one event loop, with no task per unit, so one
 core can drive ten thousand of them and the figures measure the listener rather than
@@ -31,37 +35,74 @@ import asyncio
 import contextlib
 import math
 import random
+import time
 import zlib
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import Any
 
 from telematics.protocols.base import Fix
-from telematics.simulator.encoders import teltonika_avl, teltonika_login
+from telematics.simulator.units import (
+    BACKLOG_SPACING,
+    CAN_FUEL_LEVEL_IO,
+    CAN_SPEED_IO,
+    IO_ELEMENTS,
+    MAX_RECORDS_PER_PACKET,
+    UNIT_CLASSES,
+    Run,
+    SimulatedUnit,
+)
 
 __all__ = [
+    "BACKLOG_SPACING",
+    "CAN_FUEL_LEVEL_IO",
+    "CAN_SPEED_IO",
+    "IO_ELEMENTS",
+    "MAX_RECORDS_PER_PACKET",
+    "MIXED",
     "MODES",
     "SUPPORTED_PROTOCOLS",
+    "UNIT_PROTOCOLS",
     "Drive",
     "LoadResult",
+    "LoadUnit",
+    "Stored",
     "load_imeis",
+    "load_units",
+    "register_load_units",
     "register_units",
+    "run_fleet",
     "run_units",
+    "stored_by_protocol",
+    "wait_for_stored",
 ]
 
-SUPPORTED_PROTOCOLS = ("teltonika",)
+UNIT_PROTOCOLS = ("teltonika", "gt06", "nmea", "osmand")
+MIXED = "mixed"  # every fourth unit of each protocol
+SUPPORTED_PROTOCOLS = (*UNIT_PROTOCOLS, MIXED)
 MODES = ("live", "backlog")
 ORGANISATION = "Load Test"
-MAX_RECORDS_PER_PACKET = 50  # a unit catching up sends at most this many records at once
-BACKLOG_SPACING = timedelta(seconds=1)  # between records a unit saved while offline
 METRES_PER_DEGREE = 111_320.0
-IO_ELEMENTS = {21: 4, 240: 1}  # GSM signal 4 of 5, movement on: a typical 1-byte IO set
-CAN_SPEED_IO = 81  # LV-CAN200 vehicle speed, km/h
-CAN_FUEL_LEVEL_IO = 89  # LV-CAN200 fuel level, %
+# Type allocation codes of the load units, one per protocol, so each protocol's units
+# have identities of their own and a mixed run never re-registers another's.
+PREFIXES = {"teltonika": "35999900", "gt06": "35999901", "nmea": "35999902",
+            "osmand": "35999903"}
+# GT06 fix times are whole seconds: a unit cannot report faster than once a second.
+MAX_RATE = {"gt06": 1.0}
+NOTES_KEPT = 20
 
 
 # --- unit identities --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoadUnit:
+    """A simulated unit: the protocol it speaks and the identifier it reports."""
+
+    protocol: str
+    identifier: str
 
 
 def _luhn_digit(digits: str) -> str:
@@ -82,9 +123,33 @@ def load_imeis(count: int, first: int = 0, prefix: str = "35999900") -> list[str
     """
     if len(prefix) != 8 or not prefix.isdigit():
         raise ValueError("the prefix is an 8-digit type allocation code")
-    if first < 0 or first + count > 1_000_000:
-        raise ValueError("load units are numbered 0-999999")
+    _check_range(count, first)
     return [_imei(prefix, serial) for serial in range(first, first + count)]
+
+
+def load_units(count: int, first: int = 0, protocol: str = "teltonika") -> list[LoadUnit]:
+    """``count`` units numbered from ``first``, speaking ``protocol`` (or ``mixed``).
+
+    Mixed: unit number n speaks the n-th protocol of UNIT_PROTOCOLS, round the cycle, so
+    any run of four or more consecutive numbers has every protocol. Identifiers are IMEIs
+    with a type allocation code per protocol, stable for the same numbers.
+    """
+    if protocol not in SUPPORTED_PROTOCOLS:
+        raise ValueError(
+            f"the simulator cannot play {protocol!r} units; supported: "
+            f"{', '.join(SUPPORTED_PROTOCOLS)}"
+        )
+    _check_range(count, first)
+    units = []
+    for number in range(first, first + count):
+        speaks = UNIT_PROTOCOLS[number % len(UNIT_PROTOCOLS)] if protocol == MIXED else protocol
+        units.append(LoadUnit(speaks, _imei(PREFIXES[speaks], number)))
+    return units
+
+
+def _check_range(count: int, first: int) -> None:
+    if count < 0 or first < 0 or first + count > 1_000_000:
+        raise ValueError("load units are numbered 0-999999")
 
 
 def _imei(prefix: str, serial: int) -> str:
@@ -92,13 +157,20 @@ def _imei(prefix: str, serial: int) -> str:
     return digits + _luhn_digit(digits)
 
 
-def register_units(imeis: Sequence[str], organisation_name: str = ORGANISATION) -> int:
+def register_units(
+    imeis: Sequence[str], organisation_name: str = ORGANISATION, *, protocol: str = "teltonika"
+) -> int:
     """Register the units (one vehicle each) that are not registered yet; returns how many.
 
     Goes through ``register_unit`` like an operator would, so the benchmark measures the
     same devices the product creates. Synchronous (ORM): call it from a thread in async
     code.
     """
+    return register_load_units([LoadUnit(protocol, imei) for imei in imeis], organisation_name)
+
+
+def register_load_units(units: Sequence[LoadUnit], organisation_name: str = ORGANISATION) -> int:
+    """Register units of any protocols that are not registered yet; returns how many."""
     from django.db import transaction
 
     from fleet.services import get_or_create_organisation
@@ -106,14 +178,20 @@ def register_units(imeis: Sequence[str], organisation_name: str = ORGANISATION) 
     from telematics.services import register_unit
 
     organisation = get_or_create_organisation(organisation_name)
-    known = set(
-        Device.objects.filter(identifier__in=list(imeis)).values_list("identifier", flat=True)
-    )
-    missing = [imei for imei in imeis if imei not in known]
+    identifiers = [unit.identifier for unit in units]
+    known: set[str] = set()
+    for start in range(0, len(identifiers), 500):  # bounded IN lists, for SQLite
+        known.update(
+            Device.objects.filter(identifier__in=identifiers[start : start + 500]).values_list(
+                "identifier", flat=True
+            )
+        )
+    missing = [unit for unit in units if unit.identifier not in known]
     for start in range(0, len(missing), 500):  # one commit per 500 units, not per unit
         with transaction.atomic():
-            for imei in missing[start : start + 500]:
-                register_unit(imei, "teltonika", organisation, vehicle_name=f"Load {imei}")
+            for unit in missing[start : start + 500]:
+                register_unit(unit.identifier, unit.protocol, organisation,
+                              vehicle_name=f"Load {unit.identifier}")
     return len(missing)
 
 
@@ -189,12 +267,16 @@ def percentile(values: Sequence[float], share: float) -> float:
 class LoadResult:
     """What the units saw; updated while the run goes on, so progress can print it.
 
-    ``latencies`` are seconds from writing a packet to reading its ack; ``tick_lag`` is
-    how late the generator's own loop was for the live records it had to take.
+    A run's result holds the totals and, in ``protocols``, one result per protocol of its
+    units. ``latencies`` are seconds from writing a packet to reading its ack;
+    ``tick_lag`` is how late the generator's own loop was for the live records it had to
+    take. Records of protocols without an acknowledgement (NMEA over TCP) are in
+    ``records_sent`` and ``records_without_ack``, never in ``records_acked``.
     """
 
     mode: str
     units: int
+    protocol: str = "teltonika"  # of the units, or "mixed"
     connected: int = 0
     refused: int = 0
     lost: int = 0  # connection failed, dropped, or an ack overdue
@@ -202,13 +284,25 @@ class LoadResult:
     packets_acked: int = 0
     records_sent: int = 0
     records_acked: int = 0
-    wrong_acks: int = 0  # acks whose count is not the packet's record count
+    records_without_ack: int = 0  # sent in a protocol that acknowledges nothing
+    records_rejected: int = 0  # answered with an error (an OsmAnd 4xx/5xx)
+    wrong_acks: int = 0  # acks whose count or serial is not the packet's
+    retries: int = 0  # requests sent again after a kept-alive connection closed
     catch_up_packets: int = 0
     connect_seconds: float = 0.0
     elapsed: float = 0.0  # from the first record sent until the last unit finished
+    offered_per_second: float = 0.0  # live: records the units take per second
+    fix_window: tuple[datetime, datetime] | None = None  # earliest and latest fix taken
     acked_by_unit: dict[str, int] = field(default_factory=dict)
+    sent_by_unit: dict[str, int] = field(default_factory=dict)
     latencies: array = field(default_factory=lambda: array("d"))
     tick_lag: array = field(default_factory=lambda: array("d"))
+    protocols: dict[str, LoadResult] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # the first errors the units met
+
+    def note(self, text: str) -> None:
+        if len(self.notes) < NOTES_KEPT:
+            self.notes.append(text)
 
     def latency_ms(self, share: float) -> float:
         return percentile(self.latencies, share) * 1000
@@ -222,188 +316,93 @@ class LoadResult:
 
     @property
     def records_per_second(self) -> float:
+        """Records acknowledged per second over the run."""
         return self.records_acked / self.elapsed if self.elapsed else 0.0
 
     @property
+    def sent_per_second(self) -> float:
+        return self.records_sent / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def offered_ackable_per_second(self) -> float:
+        """The live offer of the units whose protocol acknowledges (all but NMEA)."""
+        return sum(
+            child.offered_per_second for name, child in self.protocols.items() if name != "nmea"
+        )
+
+    @property
     def complete(self) -> bool:
-        """Every unit connected and every record it sent was acknowledged, correctly."""
+        """Every unit connected and every record it sent was acknowledged, correctly.
+
+        NMEA records count when written: that is all an NMEA unit can know.
+        """
         return (
             self.connected == self.units
             and not self.lost
             and not self.wrong_acks
-            and self.records_acked == self.records_sent
+            and not self.records_rejected
+            and self.records_acked == self.records_sent - self.records_without_ack
         )
 
     def summary(self) -> str:
+        name = "" if self.protocol == "teltonika" else f", {self.protocol}"
         lines = [
-            f"mode {self.mode}: {self.connected:,}/{self.units:,} units connected in "
+            f"mode {self.mode}{name}: {self.connected:,}/{self.units:,} units connected in "
             f"{self.connect_seconds:.1f} s ({self.refused:,} refused, {self.lost:,} lost)",
-            f"records acked {self.records_acked:,} of {self.records_sent:,} sent, in "
-            f"{self.packets_acked:,} packets over {self.elapsed:.1f} s",
-            f"{self.acks_per_second:,.0f} acks/s, {self.records_per_second:,.0f} records/s",
-            f"ack latency p50 {self.latency_ms(0.5):.1f} ms, p99 {self.latency_ms(0.99):.1f} ms,"
-            f" max {self.latency_ms(1.0):.1f} ms",
         ]
+        ackable = self.records_sent - self.records_without_ack
+        if ackable or not self.records_without_ack:
+            lines += [
+                f"records acked {self.records_acked:,} of {ackable:,} sent, in "
+                f"{self.packets_acked:,} packets over {self.elapsed:.1f} s",
+                f"{self.acks_per_second:,.0f} acks/s, {self.records_per_second:,.0f} records/s"
+                + (f" (offered {self.offered_ackable_per_second:,.0f}/s)"
+                   if self.mode == "live" else ""),
+                f"ack latency p50 {self.latency_ms(0.5):.1f} ms, p99 "
+                f"{self.latency_ms(0.99):.1f} ms, max {self.latency_ms(1.0):.1f} ms",
+            ]
+        if self.records_without_ack:
+            nmea = self.protocols.get("nmea", self)
+            lines.append(
+                f"NMEA: {self.records_without_ack:,} records written, "
+                f"{self.records_without_ack / max(nmea.elapsed, 1e-9):,.0f}/s; NMEA over TCP "
+                "acknowledges nothing, so only the database can say what was stored"
+            )
         if self.mode == "live":
             lines.append(
                 f"catch-up packets {self.catch_up_packets:,}; generator lateness p99 "
                 f"{self.tick_lag_ms(0.99):.1f} ms"
             )
+        if self.retries:
+            lines.append(f"requests resent on a fresh connection: {self.retries:,}")
+        if self.records_rejected:
+            lines.append(f"RECORDS REJECTED: {self.records_rejected:,}")
         if self.wrong_acks:
             lines.append(f"WRONG ACKS: {self.wrong_acks:,}")
+        if len(self.protocols) > 1:
+            lines.append("per protocol:")
+            lines += ["  " + child.protocol_line() for child in self.protocols.values()]
+        lines += [f"  ! {note}" for note in self.notes[:5]]
         return "\n".join(lines)
 
-
-# --- one unit ---------------------------------------------------------------------------
-
-
-class _Unit(asyncio.Protocol):
-    """One unit's connection and its record buffer, driven by loop callbacks.
-
-    Live units take records from timer callbacks; both modes send the next packet from
-    ``data_received`` the moment the previous one is acknowledged.
-    """
-
-    def __init__(self, run: _Run, imei: str, drive: Drive) -> None:
-        self.run = run
-        self.imei = imei
-        self.drive = drive
-        loop = run.loop
-        self.transport: asyncio.Transport | None = None
-        self.inbox = bytearray()
-        self.login_reply: asyncio.Future[bytes] = loop.create_future()
-        self.finished: asyncio.Future[None] = loop.create_future()
-        self.pending: list[Fix] = []
-        self.in_flight = 0  # records in the packet awaiting its ack; 0 when none
-        self.sent_at = 0.0
-        self.overdue: asyncio.TimerHandle | None = None
-        self.last_fix_time = datetime.min.replace(tzinfo=UTC)
-        self.records_left = 0  # records still to take (live) or to send (backlog)
-        self.next_tick = 0.0
-        self.acked = 0
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.inbox += data
-        if not self.login_reply.done():
-            self.login_reply.set_result(bytes(self.inbox[:1]))
-            del self.inbox[:1]
-        while self.in_flight and len(self.inbox) >= 4:
-            count = int.from_bytes(self.inbox[:4], "big")
-            del self.inbox[:4]
-            self._acknowledged(count)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.login_reply.done():
-            self.login_reply.set_exception(ConnectionError("closed before the login reply"))
-        unfinished = self.in_flight or self.records_left or self.pending
-        if unfinished and not self.finished.done():
-            self.run.result.lost += 1
-        self._finish()
-
-    # the unit's behaviour
-
-    def take_record(self, when: datetime) -> None:
-        """Record a fix at ``when``, later than any before: fix times are unique per unit."""
-        when = when.replace(microsecond=when.microsecond // 1000 * 1000)
-        if when <= self.last_fix_time:
-            when = self.last_fix_time + timedelta(milliseconds=1)
-        self.last_fix_time = when
-        self.pending.append(self.drive.fix(when))
-
-    def tick(self) -> None:
-        """Live mode: take the record due now, send when a packet's worth is waiting."""
-        run = self.run
-        if self.finished.done():
-            return
-        run.result.tick_lag.append(max(0.0, run.loop.time() - self.next_tick))
-        self.take_record(datetime.now(UTC))
-        self.records_left -= 1
-        if self.records_left > 0:
-            self.next_tick += run.interval
-            run.loop.call_at(self.next_tick, self.tick)
-        if not self.in_flight and (
-            len(self.pending) >= run.records_per_packet or self.records_left <= 0
-        ):
-            self.send()
-
-    def send(self) -> None:
-        run = self.run
-        batch = self.pending[:MAX_RECORDS_PER_PACKET]
-        del self.pending[: len(batch)]
-        if run.mode == "backlog":
-            self.records_left -= len(batch)
-        elif len(batch) > run.records_per_packet:
-            run.result.catch_up_packets += 1
-        packet = teltonika_avl(batch, self._io(batch[-1]) if run.can else IO_ELEMENTS)
-        self.in_flight = len(batch)
-        run.result.packets_sent += 1
-        run.result.records_sent += len(batch)
-        self.sent_at = run.loop.time()
-        self.overdue = run.loop.call_later(run.ack_timeout, self._ack_overdue)
-        assert self.transport is not None
-        self.transport.write(packet)
-
-    def _acknowledged(self, count: int) -> None:
-        run = self.run
-        result = run.result
-        result.latencies.append(run.loop.time() - self.sent_at)
-        if self.overdue is not None:
-            self.overdue.cancel()
-        if count != self.in_flight:
-            result.wrong_acks += 1
-            count = min(count, self.in_flight)
-        result.packets_acked += 1
-        result.records_acked += count
-        self.acked += count
-        self.in_flight = 0
-        if run.mode == "backlog" and self.records_left > 0:
-            self.pending = [self._backlog_record() for _ in range(run.records_per_packet)]
-            self.send()
-        elif self.pending and (
-            len(self.pending) >= run.records_per_packet or self.records_left <= 0
-        ):
-            self.send()
-        elif self.records_left <= 0:
-            self._finish()
-
-    def _io(self, fix: Fix) -> dict[int, int]:
-        """IO elements with a CAN adapter's readings: speed, and fuel burning down slowly."""
-        hours = (fix.fix_time - self.drive.epoch).total_seconds() / 3600
-        fuel = 90 - round(hours * 5) % 80
-        return {**IO_ELEMENTS, CAN_SPEED_IO: round(fix.speed_kmh or 0), CAN_FUEL_LEVEL_IO: fuel}
-
-    def _backlog_record(self) -> Fix:
-        self.take_record(self.last_fix_time + BACKLOG_SPACING)
-        return self.pending.pop()
-
-    def _ack_overdue(self) -> None:
-        self.run.result.lost += 1
-        self._finish()
-
-    def _finish(self) -> None:
-        if not self.finished.done():
-            self.finished.set_result(None)
-            self.run.result.acked_by_unit[self.imei] = self.acked
-        if self.overdue is not None:
-            self.overdue.cancel()
-        if self.transport is not None:
-            self.transport.close()
-
-
-@dataclass
-class _Run:
-    loop: asyncio.AbstractEventLoop
-    result: LoadResult
-    mode: str
-    interval: float  # live: seconds between a unit's records
-    records_per_packet: int
-    ack_timeout: float
-    can: bool
+    def protocol_line(self) -> str:
+        """One line of figures for a protocol's units."""
+        head = (
+            f"{self.protocol:<9} {self.connected:,}/{self.units:,} connected, "
+            f"{self.refused:,} refused, {self.lost:,} lost; "
+        )
+        if self.records_without_ack:
+            return head + (
+                f"{self.records_sent:,} records written, {self.sent_per_second:,.0f}/s"
+                + (f" of {self.offered_per_second:,.0f}/s offered" if self.mode == "live" else "")
+                + "; no acknowledgement in NMEA over TCP, no latency to measure"
+            )
+        return head + (
+            f"acked {self.records_acked:,} of {self.records_sent:,} records, "
+            f"{self.records_per_second:,.0f}/s"
+            + (f" of {self.offered_per_second:,.0f}/s offered" if self.mode == "live" else "")
+            + f"; ack p50 {self.latency_ms(0.5):.1f} ms, p99 {self.latency_ms(0.99):.1f} ms"
+        )
 
 
 # --- the load ---------------------------------------------------------------------------
@@ -413,6 +412,21 @@ async def run_units(
     host: str,
     port: int,
     imeis: Sequence[str],
+    *,
+    protocol: str = "teltonika",
+    **options: Any,
+) -> LoadResult:
+    """Units of one protocol, all on one port: :func:`run_fleet` with fewer words."""
+    if protocol not in UNIT_PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}: choose one of {', '.join(UNIT_PROTOCOLS)}")
+    units = [LoadUnit(protocol, identifier) for identifier in imeis]
+    return await run_fleet(host, {protocol: port}, units, **options)
+
+
+async def run_fleet(
+    host: str,
+    ports: Mapping[str, int],
+    units: Sequence[LoadUnit],
     *,
     mode: str = "live",
     rate: float = 1.0,
@@ -429,14 +443,15 @@ async def run_units(
 ) -> LoadResult:
     """Connect the units, play the load, wait for the last ack; returns what they saw.
 
-    ``live``: ``rate`` records per second per unit for ``duration`` seconds, sent
-    ``records_per_packet`` (default 1) at a time. ``backlog``: ``packets`` packets of
-    ``records_per_packet`` (default 25) records per unit, each sent the moment the
-    previous one is acknowledged. Records start once every unit has connected (or
-    given up), so the connection storm is not part of the timed run; ``on_start`` is
-    called right then (a benchmark samples the listener's CPU time there). ``progress``
-    is called with the running result every ``progress_interval`` seconds. ``can`` adds
-    CAN adapter IO (speed, fuel level) to every packet.
+    ``ports`` gives each protocol's listener port on ``host``. ``live``: ``rate`` records
+    per second per unit for ``duration`` seconds, sent ``records_per_packet`` (default 1)
+    at a time. ``backlog``: ``packets`` packets of ``records_per_packet`` (default 25)
+    records per unit, each sent the moment the previous one is acknowledged. Records
+    start once every unit has connected (or given up), so the connection storm is not
+    part of the timed run; ``on_start`` is called right then (a benchmark samples the
+    listener's CPU time there). ``progress`` is called with the running result every
+    ``progress_interval`` seconds. ``can`` adds CAN adapter IO (speed, fuel level) to
+    every Teltonika packet.
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -445,64 +460,86 @@ async def run_units(
     per_packet = records_per_packet or (1 if mode == "live" else 25)
     if not 1 <= per_packet <= MAX_RECORDS_PER_PACKET:
         raise ValueError(f"records per packet must be 1-{MAX_RECORDS_PER_PACKET}")
+    present = [name for name in UNIT_PROTOCOLS if any(u.protocol == name for u in units)]
+    strangers = {u.protocol for u in units} - set(UNIT_PROTOCOLS)
+    if strangers:
+        raise ValueError(f"the simulator cannot play {', '.join(sorted(strangers))} units")
+    for name in present:
+        if name not in ports:
+            raise ValueError(f"no port given for the {name} units")
+        if mode == "live" and rate > MAX_RATE.get(name, math.inf):
+            raise ValueError(
+                f"{name} units stamp fixes in whole seconds: at most {MAX_RATE[name]:g} "
+                "record a second each (use more units for more load)"
+            )
     loop = asyncio.get_running_loop()
-    result = LoadResult(mode=mode, units=len(imeis))
-    run = _Run(loop, result, mode, 1.0 / rate, per_packet, ack_timeout, can)
+    result = LoadResult(mode=mode, units=len(units),
+                        protocol=present[0] if len(present) == 1 else MIXED)
+    for name in present:
+        count = sum(1 for u in units if u.protocol == name)
+        result.protocols[name] = LoadResult(mode=mode, units=count, protocol=name)
+        if mode == "live":
+            result.protocols[name].offered_per_second = count * rate
+    result.offered_per_second = len(units) * rate if mode == "live" else 0.0
+    run = Run(loop, result, mode, 1.0 / rate, per_packet, ack_timeout, can, host, dict(ports))
     # Routes start at midnight, so runs on the same day continue each unit's track.
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    units = [_Unit(run, imei, Drive.for_unit(zlib.crc32(imei.encode()), today)) for imei in imeis]
+    simulated = [
+        UNIT_CLASSES[u.protocol](run, u.identifier,
+                                 Drive.for_unit(zlib.crc32(u.identifier.encode()), today))
+        for u in units
+    ]
     reporter = asyncio.create_task(_report(result, progress, progress_interval))
     try:
         started = loop.time()
         gate = asyncio.Semaphore(connect_concurrency)
-        await asyncio.gather(*(_connect(u, host, port, gate, connect_timeout) for u in units))
+        await asyncio.gather(*(_connect(u, gate, connect_timeout) for u in simulated))
         result.connect_seconds = loop.time() - started
-        ready = [u for u in units if u.transport is not None and not u.finished.done()]
+        ready = [u for u in simulated if u.transport is not None and not u.finished.done()]
         if on_start is not None:
             on_start()
-        started = _start(run, ready, mode, duration, rate, packets)
-        late = await _wait_for(ready, mode, duration, ack_timeout)
-        result.lost += late  # not `+= await`: that would drop the losses counted meanwhile
+        started = _start(run, ready, duration, packets)
+        await _wait_for(ready, mode, duration, ack_timeout)
         result.elapsed = max(0.0, loop.time() - started)
     finally:
         reporter.cancel()
-        for unit in units:
+        for unit in simulated:
             unit._finish()
+    for name, child in result.protocols.items():
+        child.connect_seconds = result.connect_seconds
+        # Until its own last unit finished: in a backlog, protocols finish at their pace.
+        done = [u.finished_at for u in ready if u.protocol == name and u.finished_at]
+        child.elapsed = max(0.0, max(done) - started) if done else result.elapsed
+        taken = [u for u in simulated if u.protocol == name and u.first_fix_time is not None]
+        if taken:
+            child.fix_window = (min(u.first_fix_time for u in taken),
+                                max(u.last_fix_time for u in taken))
     if progress is not None:
         progress(result)
     return result
 
 
-async def _connect(
-    unit: _Unit, host: str, port: int, gate: asyncio.Semaphore, timeout: float
-) -> None:
-    result = unit.run.result
+async def _connect(unit: SimulatedUnit, gate: asyncio.Semaphore, timeout: float) -> None:
     async with gate:
         try:
-            await asyncio.wait_for(
-                unit.run.loop.create_connection(lambda: unit, host, port), timeout
-            )
-            assert unit.transport is not None
-            unit.transport.write(teltonika_login(unit.imei))
-            reply = await asyncio.wait_for(unit.login_reply, timeout)
-        except (OSError, TimeoutError):
-            result.lost += 1
+            accepted = await unit.open(timeout)
+        except (OSError, TimeoutError) as error:
+            unit.tally.add("lost")
+            unit.run.result.note(f"{unit.protocol} {unit.identifier}: connect: {error!r}")
             unit._finish()
             return
-    if reply == b"\x01":
-        result.connected += 1
+    if accepted:
+        unit.tally.add("connected")
     else:
-        result.refused += 1
+        unit.tally.add("refused")
         unit._finish()
 
 
-def _start(
-    run: _Run, units: list[_Unit], mode: str, duration: float, rate: float, packets: int
-) -> float:
+def _start(run: Run, units: list[SimulatedUnit], duration: float, packets: int) -> float:
     """Set every unit going; returns the loop time the run counts from."""
     loop = run.loop
-    if mode == "live":
-        ticks = max(1, round(duration * rate))
+    if run.mode == "live":
+        ticks = max(1, round(duration / run.interval))
         first = loop.time() + 0.05
         for index, unit in enumerate(units):
             unit.records_left = ticks
@@ -514,22 +551,26 @@ def _start(
     for unit in units:
         unit.records_left = total
         unit.last_fix_time = wall - BACKLOG_SPACING * (total + 1)
-        unit.pending = [unit._backlog_record() for _ in range(run.records_per_packet)]
+        unit.next_backlog_packet()
     first = loop.time()
     for unit in units:
         unit.send()
     return first
 
 
-async def _wait_for(units: list[_Unit], mode: str, duration: float, ack_timeout: float) -> int:
-    """Wait for the units to finish; returns how many did not in time."""
+async def _wait_for(
+    units: list[SimulatedUnit], mode: str, duration: float, ack_timeout: float
+) -> None:
+    """Wait for the units to finish; those that did not in time count as lost."""
     if not units:
-        return 0
+        return
     # A live run ends on the clock. A backlog ends when the listener has taken it all;
     # it needs no bound of its own, since every packet's ack is bounded by ack_timeout.
     limit = duration + 2 * ack_timeout if mode == "live" else None
     _, late = await asyncio.wait([u.finished for u in units], timeout=limit)
-    return len(late)
+    for unit in units:
+        if unit.finished in late:
+            unit.tally.add("lost")
 
 
 async def _report(
@@ -541,3 +582,86 @@ async def _report(
         await asyncio.sleep(interval)
         with contextlib.suppress(Exception):  # a broken printer must not stop the load
             progress(result)
+
+
+# --- what the database holds afterwards ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the database holds of a protocol's units after a run.
+
+    ``count``: positions stored since the run began; ``last_stored``: when the last of
+    them was; ``earlier``: positions stored before the run whose fix times lie inside the
+    run's, which a record of the run may have repeated (a GT06 backlog replayed over an
+    earlier run: whole-second fix times coincide); the ingest acknowledges such a record
+    and, rightly, does not store it twice.
+    """
+
+    count: int
+    last_stored: datetime | None
+    earlier: int = 0
+
+
+def stored_by_protocol(
+    units: Sequence[LoadUnit],
+    since: datetime,
+    windows: Mapping[str, tuple[datetime, datetime] | None] | None = None,
+) -> dict[str, Stored]:
+    """Positions stored (server time at or after ``since``) per protocol of ``units``.
+
+    With ``windows`` (a protocol's earliest and latest fix time of the run), also counts
+    the positions stored before ``since`` inside that window. Synchronous (ORM); only
+    meaningful when this process uses the listeners' database.
+    """
+    from django.db.models import Count, Max
+
+    from telematics.models import Position
+
+    found: dict[str, Stored] = {}
+    for name in UNIT_PROTOCOLS:
+        identifiers = [u.identifier for u in units if u.protocol == name]
+        if not identifiers:
+            continue
+        window = (windows or {}).get(name)
+        count, earlier, last = 0, 0, None
+        for start in range(0, len(identifiers), 500):  # bounded IN lists, for SQLite
+            positions = Position.objects.filter(
+                device__identifier__in=identifiers[start : start + 500])
+            row = positions.filter(server_time__gte=since).aggregate(
+                n=Count("id"), last=Max("server_time"))
+            count += row["n"]
+            if row["last"] is not None and (last is None or row["last"] > last):
+                last = row["last"]
+            if window is not None:
+                earlier += positions.filter(
+                    server_time__lt=since, fix_time__range=window).count()
+        found[name] = Stored(count, last, earlier)
+    return found
+
+
+def wait_for_stored(
+    units: Sequence[LoadUnit],
+    since: datetime,
+    expected: int,
+    *,
+    windows: Mapping[str, tuple[datetime, datetime] | None] | None = None,
+    settle: float = 5.0,
+    poll: float = 0.5,
+) -> dict[str, Stored]:
+    """Poll the database until ``expected`` positions are there or the count stops growing.
+
+    Acknowledged records are stored before their ack, so they are there at once; NMEA
+    records have no ack and are stored as the listener gets to them, hence the wait.
+    """
+    last_total, steady_since = -1, time.monotonic()
+    while True:
+        stored = stored_by_protocol(units, since, windows)
+        total = sum(s.count + s.earlier for s in stored.values())
+        if total >= expected:
+            return stored
+        if total != last_total:
+            last_total, steady_since = total, time.monotonic()
+        elif time.monotonic() - steady_since >= settle:
+            return stored
+        time.sleep(poll)

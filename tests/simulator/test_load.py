@@ -109,8 +109,8 @@ async def test_a_listener_that_hangs_up_counts_as_lost():
 
 
 def test_simulate_refuses_protocols_it_cannot_play():
-    with pytest.raises(CommandError, match="supported: teltonika"):
-        call_command("simulate", "--protocol", "gt06", "--units", "1")
+    with pytest.raises(CommandError, match="supported: teltonika, gt06, nmea, osmand, mixed"):
+        call_command("simulate", "--protocol", "coap", "--units", "1")
 
 
 async def test_can_units_feed_vehicle_signals(ingest, units):
