@@ -7,6 +7,11 @@ every field the tax office requires, odometer gaps in line, monthly and yearly t
 per category, the revision history of the trips listed, and a SHA-256 of the export's
 content together with the head of the vehicle's revision chain, so a later export of
 the same period can be compared with a printed one.
+
+Corrections (issue 5) are never silent: a cancelled, merged, split or superseded trip
+stays in both exports as it was, marked (struck through in the PDF) with its reason and
+the trips that replaced it, and counts in no total; a trip made by a merge or split
+names the trips it replaces.
 """
 
 from __future__ import annotations
@@ -75,12 +80,18 @@ def build_export(
         f"api-key:{acting.api_key_id}" if acting.api_key_id else "system")
     export = LogbookExport(vehicle, start, end, name, timezone.now())
     trips = list(trips_visible_to(actor, vehicle=vehicle, start=lower, end=upper)
-                 .prefetch_related("corrects"))
+                 .prefetch_related("corrects", "corrected_by"))
     monthly: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0.0))
     yearly: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0.0))
     for trip in trips:
         view = trip_view(trip, actor, with_route=False)
         view["route_hash"] = None if view["redacted"] else chain.route_hash(trip.route)
+        view["origin"] = trip.origin
+        if view["corrects"] is not None:  # oldest first, as a person reads them
+            view["corrects"] = [t.pk for t in sorted(trip.corrects.all(),
+                                                     key=lambda t: (t.start_time, t.pk))]
+        view["replaced_by"] = None if view["redacted"] else [
+            t.pk for t in sorted(trip.corrected_by.all(), key=lambda t: (t.start_time, t.pk))]
         export.trips.append(view)
         if trip.status == TripStatus.ACTIVE:
             category = view["category"] or ""
@@ -149,12 +160,40 @@ def _status(view: dict[str, Any]) -> str:
     return text
 
 
+def _ids(ids: list[int] | None) -> str:
+    return ", ".join(str(i) for i in ids or [])
+
+
+def _correction(view: dict[str, Any]) -> str:
+    """What a correction did to the trip, for a person reading the printed logbook."""
+    status, replaced_by = view["status"], _ids(view.get("replaced_by"))
+    reason = f": {view['status_reason']}" if view.get("status_reason") else ""
+    if status == TripStatus.ACTIVE:
+        corrects = _ids(view.get("corrects"))
+        if not corrects:
+            return ""
+        if view.get("origin") == "merge":
+            return f"Merge of trips {corrects}"
+        if view.get("origin") == "split":
+            return f"Part of split trip {corrects}"
+        return f"Replaces trip {corrects}"
+    text = {
+        TripStatus.CANCELLED: "CANCELLED",
+        TripStatus.MERGED: "MERGED" + (f" into trip {replaced_by}" if replaced_by else ""),
+        TripStatus.SPLIT: "SPLIT" + (f" into trips {replaced_by}" if replaced_by else ""),
+        TripStatus.SUPERSEDED: "SUPERSEDED" + (f" by trip {replaced_by}" if replaced_by
+                                                 else ""),
+    }.get(status, status.upper())
+    return text + reason
+
+
 # --------------------------------------------------------------------------- CSV
 
 CSV_COLUMNS = (
     "record", "id", "date", "start_time", "end_time", "start_address", "end_address",
     "start_odometer_km", "end_odometer_km", "distance_km", "category", "purpose", "partner",
-    "destination", "note", "driver", "status", "corrects", "revisions",
+    "destination", "note", "driver", "status", "corrects", "revisions", "replaced_by",
+    "correction",
 )
 
 
@@ -164,7 +203,10 @@ def export_csv(
     """The logbook as CSV: one row per trip and odometer gap, then totals and the hash.
 
     The ``record`` column says what a row is: ``trip``, ``gap``, ``month``, ``year``
-    (totals per category in the category columns' place) or ``hash``.
+    (totals per category in the category columns' place) or ``hash``. A corrected trip
+    keeps its row: ``status`` is its status (with the reason), ``replaced_by`` the trips
+    that replaced it, ``corrects`` those a merge or split trip replaces, ``correction``
+    the same in words.
     """
     export = build_export(vehicle, start, end, actor)
     zone = ZoneInfo(vehicle.organisation.time_zone)
@@ -195,6 +237,8 @@ def export_csv(
             "driver": view["driver"] or "", "status": _status(view),
             "corrects": " ".join(str(i) for i in view["corrects"] or []),
             "revisions": history,
+            "replaced_by": " ".join(str(i) for i in view["replaced_by"] or []),
+            "correction": _correction(view),
         })
     for gap in export.gaps:
         writer.writerow({
@@ -233,13 +277,25 @@ def export_pdf(
     styles = getSampleStyleSheet()
     small = styles["BodyText"].clone("small", fontSize=7, leading=8.5)
     bold = small.clone("smallbold", fontName="Helvetica-Bold")
+    corrected = small.clone("corrected", textColor=colors.grey)
 
-    def p(text: Any, style=small) -> Paragraph:
+    def p(text: Any, style=small, strike: bool = False) -> Paragraph:
         escaped = (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+        if strike and escaped:
+            escaped = f"<strike>{escaped}</strike>"
         return Paragraph(escaped, style)
 
+    def cells(row: list[Any]) -> list[Paragraph]:
+        """A row; a corrected trip's (marked by a leading None) grey and struck through,
+        all but its number and what became of it."""
+        if row and row[0] is None:
+            *values, status = row[1:]
+            return [p(values[0], corrected), *[p(c, corrected, strike=True) for c in values[1:]],
+                    p(status, corrected)]
+        return [p(c) for c in row]
+
     def table(rows: list[list[Any]], widths: list[float]) -> Table:
-        t = Table([[p(c, bold) for c in rows[0]], *[[p(c) for c in r] for r in rows[1:]]],
+        t = Table([[p(c, bold) for c in rows[0]], *[cells(r) for r in rows[1:]]],
                   colWidths=[w * mm for w in widths], repeatRows=1)
         t.setStyle(TableStyle([
             ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
@@ -257,31 +313,41 @@ def export_pdf(
           f"{export.exported_at.astimezone(zone):%Y-%m-%d %H:%M} by {export.exported_by}."),
         Spacer(1, 4 * mm),
     ]
-    rows: list[tuple[datetime, list[Any]]] = []
+    rows: list[tuple[datetime, int, list[Any]]] = []
     for view in export.trips:
         when = view["start_time"] or datetime.fromisoformat(view["date"]).replace(tzinfo=zone)
-        rows.append((when, [
-            view["id"], view["date"],
+        active = view["status"] == TripStatus.ACTIVE
+        status = _status(view) if active else ""
+        correction = _correction(view)
+        status = f"{status}; {correction}" if status and correction else status or correction
+        # A corrected trip right before what replaced it (same start): 0 sorts first.
+        rows.append((when, 1 if active else 0, [
+            *([] if active else [None]), view["id"], view["date"],
             "" if view["redacted"] else
             f"{_local(view['start_time'], zone)}–{_local(view['end_time'], zone)}",
             view["start_address"] or "", view["end_address"] or "",
             _km(view["start_odometer_km"]), _km(view["end_odometer_km"]),
             _km(view["distance_km"]), CATEGORY_LABELS[view["category"] or ""],
-            _details(view), view["driver"] or "", _status(view),
+            _details(view), view["driver"] or "", status,
         ]))
     for gap in export.gaps:
-        rows.append((gap["to_time"] or datetime.fromisoformat(gap["date"]).replace(tzinfo=zone), [
+        rows.append((gap["to_time"] or datetime.fromisoformat(gap["date"]).replace(tzinfo=zone),
+                     0, [
             "gap", gap["date"],
             "" if gap["to_time"] is None else
             f"{_local(gap['from_time'], zone)}–{_local(gap['to_time'], zone)}",
             "Odometer gap (no trip recorded)", "", _km(gap["from_km"]), _km(gap["to_km"]),
             _km(gap["km"]), "", gap["note"] or "to be explained", "", gap["status"],
         ]))
-    rows.sort(key=lambda r: r[0])
+    rows.sort(key=lambda r: (r[0], r[1]))
     header = ["Trip", "Date", "Time", "From", "To", "Odo start", "Odo end", "km", "Category",
               "Purpose, partner, destination / note", "Driver", "Status"]
-    story.append(table([header, *[r for _, r in rows]],
-                       [10, 17, 17, 40, 40, 16, 16, 11, 16, 55, 22, 17]))
+    story.append(table([header, *[r for _, _, r in rows]],
+                       [10, 17, 17, 38, 38, 15, 15, 11, 16, 50, 20, 30]))
+    if any(view["status"] != TripStatus.ACTIVE for view in export.trips):
+        story.append(p("Struck-through trips were corrected (cancelled, merged, split or "
+                       "derived again): they stay listed as they were, with the reason and "
+                       "the trips that replaced them, and count in no total."))
     story += [Spacer(1, 5 * mm), Paragraph("Totals per category (km)", styles["Heading3"])]
     totals = [["Period", "Business", "Commute", "Private", "Unclassified", "Total"]]
     for period_totals in (export.monthly, export.yearly):

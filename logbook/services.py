@@ -16,6 +16,7 @@ from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.conf import settings as django_settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -24,6 +25,7 @@ from django.utils import timezone
 from fleet.models import Driver, Organisation, Role, Vehicle
 from fleet.selectors import Actor, actor_of
 from logbook import chain
+from logbook.geocoding import match_place
 from logbook.models import (
     CREATED,
     Category,
@@ -598,7 +600,9 @@ def lock_due_trips(
     settings_by_org: dict[int, LogbookSettings] = {}
     # Any window is at least a day: nothing that ended within the last day can be due.
     candidates = due.filter(end_time__lte=now - timedelta(days=1)).order_by("vehicle_id", "id")
-    for vehicle_id in candidates.values_list("vehicle_id", flat=True).distinct():
+    # Ordered by vehicle only: ordering by id too would make DISTINCT one row per trip.
+    for vehicle_id in candidates.order_by("vehicle_id").values_list(
+            "vehicle_id", flat=True).distinct():
         with transaction.atomic():
             state = lock_chain(vehicle_id)
             for trip in candidates.filter(vehicle_id=vehicle_id):
@@ -619,22 +623,110 @@ def lock_due_trips(
 
 
 # --------------------------------------------------------------------------- corrections
+#
+# Issue 5: trips are never deleted. A correction is a visible cancellation, or a merge or
+# split whose originals stay (status "merged"/"split") and are listed in the new trips'
+# ``corrects``. Who may correct (``correction_refusal``, PermissionDenied) is decided
+# before the trip's state (``correction_blocker``, a LogbookError on "__all__": the API
+# answers 409) and before the input (a LogbookError on a field: 400), and every refusal
+# is a sentence the person can act on.
+
+# A standstill within a trip's route at least this long is offered as a split point: the
+# parking rule (``parking_s``, 5 minutes) misses a short delivery, and a minute is the
+# route's own resolution (``route_interval_s``).
+PAUSE_MIN_S = 60.0
+MERGE_MAX_TRIPS = 50
+REASON_MAX = 300
+DEFAULT_MERGE_REASON = "The stops between the trips were no destinations."
+DEFAULT_SPLIT_REASON = "A destination within the trip."
+_ALREADY_CORRECTED = {
+    TripStatus.CANCELLED: "The trip is cancelled already: it stays in the logbook as it is.",
+    TripStatus.MERGED: "The trip was merged into another trip: correct that one instead.",
+    TripStatus.SPLIT: "The trip was split into two trips: correct those instead.",
+    TripStatus.SUPERSEDED: "The trip was replaced when its positions were derived again: "
+                           "correct the replacement instead.",
+}
+
+
+def correction_refusal(trip: Trip, actor: Any) -> str | None:
+    """Why the actor may not correct this trip (None: they may), whatever its state.
+
+    A correction changes what the tax office reads, so a person answerable for the
+    logbook makes it: the trip's driver, or the organisation's fleet manager (admin).
+    Dispatchers, other drivers, API keys and the platform operator do not. A trip
+    redacted for the actor (someone else's private trip) is corrected by its driver only:
+    a split point or a merge partner would tell its times and route.
+    """
+    from logbook.selectors import is_redacted_for
+
+    acting = actor_of(actor)
+    if acting.is_superuser or acting.organisation_id != trip.organisation_id:
+        return "The trip belongs to another organisation."
+    if acting.api_key_id is not None:
+        return ("An API key does not correct the logbook: the trip's driver or a fleet "
+                "manager does, logged in.")
+    if acting.role == Role.DISPATCHER:
+        return ("Dispatchers do not correct the logbook: the trip's driver or a fleet "
+                "manager does.")
+    if is_redacted_for(trip, actor):
+        return "A private trip: only its driver corrects it."
+    if acting.role == Role.ADMIN:
+        return None
+    user = acting.user
+    if (acting.role == Role.DRIVER and user is not None and trip.driver_id is not None
+            and trip.driver.user_id == user.pk):
+        return None
+    return "Only the trip's driver or a fleet manager corrects it."
+
+
+def correction_blocker(
+    trip: Trip, settings: LogbookSettings, now: datetime | None = None
+) -> str | None:
+    """Why the trip can no longer be corrected by anyone (None: it can).
+
+    The edit window that closes classification closes corrections too: a locked
+    logbook is what the tax office may rely on.
+    """
+    if trip.status != TripStatus.ACTIVE:
+        return _ALREADY_CORRECTED.get(trip.status, f"The trip is {trip.status}.")
+    if not is_editable(trip, settings, now):
+        deadline = edit_deadline(trip, settings).astimezone(ZoneInfo("UTC"))
+        return (f"The trip is locked: it could be corrected for {settings.edit_window_days} "
+                f"days after it ended, until {deadline:%Y-%m-%d %H:%M} UTC.")
+    return None
 
 
 def _check_correctable(trips: Sequence[Trip], actor: Any, now: datetime) -> None:
+    for trip in trips:
+        refusal = correction_refusal(trip, actor)
+        if refusal is not None:
+            raise PermissionDenied(refusal)
     messages = {}
     for trip in trips:
-        if not can_edit(trip, actor) and actor_of(actor).role != Role.ADMIN:
-            raise PermissionDenied(f"Trip {trip.pk} is not yours to correct.")
-        if actor_of(actor).organisation_id != trip.organisation_id:
-            raise PermissionDenied(f"Trip {trip.pk} is not yours to correct.")
-        settings = logbook_settings_for(trip.organisation_id)
-        if trip.status != TripStatus.ACTIVE:
-            messages[trip.pk] = {"__all__": f"The trip is {trip.get_status_display()}."}
-        elif not is_editable(trip, settings, now):
-            messages[trip.pk] = {"__all__": "The trip is locked."}
+        blocker = correction_blocker(trip, logbook_settings_for(trip.organisation_id), now)
+        if blocker is not None:
+            messages[trip.pk] = {"__all__": blocker}
     if messages:
         raise LogbookError(messages)
+
+
+def _reason(trip_id: int, text: str | None, default: str | None, missing: str = "") -> str:
+    """The reason as stored; blank takes ``default``, or is refused when there is none."""
+    text = (text or "").strip()
+    if not text:
+        if default is None:
+            raise LogbookError({trip_id: {"reason": missing}})
+        return default
+    if len(text) > REASON_MAX:
+        raise LogbookError({trip_id: {"reason": f"At most {REASON_MAX} characters."}})
+    if "\x00" in text:
+        raise LogbookError({trip_id: {"reason": "The reason holds a NUL character."}})
+    return text
+
+
+def _local_text(moment: datetime, trip: Trip, fmt: str = "%d.%m.%Y %H:%M") -> str:
+    """A time as the organisation reads it, for messages."""
+    return moment.astimezone(ZoneInfo(trip.organisation.time_zone)).strftime(fmt)
 
 
 @transaction.atomic
@@ -642,15 +734,17 @@ def cancel_trip(
     trip: Trip, reason: str, *, actor: Any, interface: str = Interface.WEB,
     now: datetime | None = None,
 ) -> Trip:
-    """A visible cancellation (towed, a unit on the wrong vehicle): the trip stays listed."""
+    """A visible cancellation (towed, a unit on the wrong vehicle): the trip stays listed,
+    with its reason, and counts in no total."""
     now = now or timezone.now()
-    if not reason.strip():
-        raise LogbookError({trip.pk: {"status_reason": "Say why the trip is cancelled."}})
     lock_due_trips(now=now, vehicle_ids=[trip.vehicle_id])
     state = lock_chain(trip.vehicle_id)
-    trip.refresh_from_db()
+    trip = Trip.objects.select_related("driver", "organisation").get(pk=trip.pk)
     _check_correctable([trip], actor, now)
-    change_trip(trip, {"status": TripStatus.CANCELLED, "status_reason": reason.strip()},
+    reason = _reason(trip.pk, reason, None, "Say why the trip is cancelled.")
+    # The person's words are the trip's ``status_reason`` (hidden with a private trip),
+    # never a revision's ``reason``, which everyone who sees the trip reads.
+    change_trip(trip, {"status": TripStatus.CANCELLED, "status_reason": reason},
                 actor=actor, interface=interface, now=now, state=state)
     return trip
 
@@ -673,34 +767,110 @@ def _copy_base(trip: Trip) -> Trip:
     )
 
 
+def neighbours(trip: Trip) -> tuple[Trip | None, Trip | None]:
+    """The vehicle's active trips just before and just after this one."""
+    active = Trip.objects.filter(vehicle_id=trip.vehicle_id, status=TripStatus.ACTIVE)
+    active = active.select_related("driver", "organisation").exclude(pk=trip.pk)
+    before = active.filter(start_time__lt=trip.start_time).order_by("-start_time").first()
+    after = active.filter(start_time__gt=trip.start_time).order_by("start_time").first()
+    return before, after
+
+
+def merge_problem(trips: Sequence[Trip], settings: LogbookSettings) -> str | None:
+    """What makes these trips (sorted by start) unfit to become one trip, or None.
+
+    One vehicle, one driver (each driver's trips stay their own), and a continuous
+    odometer: an odometer gap between two trips is an entry of its own that the fleet
+    manager explains, and a merge would hide it inside a trip.
+    """
+    if len({t.vehicle_id for t in trips}) > 1:
+        return "The trips belong to different vehicles: only one vehicle's trips are merged."
+    if len({t.driver_id for t in trips}) > 1:
+        return "The trips have different drivers: each driver's trips stay their own."
+    for earlier, later in pairwise(trips):
+        jump = later.start_odometer_km - earlier.end_odometer_km
+        if abs(jump) > settings.odometer_tolerance_km:
+            return (f"The odometer jumps by {jump:.1f} km between the trip ending "
+                    f"{_local_text(earlier.end_time, earlier)} and the one starting "
+                    f"{_local_text(later.start_time, later)}: trips around an odometer gap "
+                    "are not merged.")
+    return None
+
+
+def merge_partners(
+    trip: Trip, actor: Any, now: datetime | None = None
+) -> list[tuple[str, Trip]]:
+    """The neighbours (``"previous"``, ``"next"``) the actor may merge this trip with.
+
+    A page offers exactly these, so a tap never meets a refusal.
+    """
+    now = now or timezone.now()
+    settings = logbook_settings_for(trip.organisation_id)
+    if correction_refusal(trip, actor) or correction_blocker(trip, settings, now):
+        return []
+    partners = []
+    before, after = neighbours(trip)
+    for direction, other in (("previous", before), ("next", after)):
+        if other is None or correction_refusal(other, actor):
+            continue
+        if correction_blocker(other, settings, now):
+            continue
+        pair = sorted([trip, other], key=lambda t: t.start_time)
+        if merge_problem(pair, settings) is None:
+            partners.append((direction, other))
+    return partners
+
+
 @transaction.atomic
 def merge_trips(
     trips: Sequence[Trip], *, actor: Any, interface: str = Interface.WEB,
-    now: datetime | None = None, reason: str = "merged",
+    now: datetime | None = None, reason: str = "",
 ) -> Trip:
     """Merge consecutive trips of one vehicle (a stop that was no destination) into one.
 
     The originals stay, with status "merged"; the new trip runs from the first start to
-    the last end, odometer included, and lists them in ``corrects``.
+    the last end, odometer included, and lists them in ``corrects``. It keeps their
+    classification when they agree; otherwise it waits for its driver, hidden like a
+    private trip if any of them was private, so a merge never shows a private route.
     """
     now = now or timezone.now()
-    trips = sorted(trips, key=lambda t: t.start_time)
-    if len(trips) < 2 or len({t.vehicle_id for t in trips}) != 1:
-        raise ValidationError("Merge needs two or more trips of one vehicle.")
-    lock_due_trips(now=now, vehicle_ids=[trips[0].vehicle_id])
-    state = lock_chain(trips[0].vehicle_id)
-    trips = [Trip.objects.select_related("driver").get(pk=t.pk) for t in trips]
+    ids = [t.pk for t in trips]
+    first_id = ids[0] if ids else 0
+    if len(set(ids)) != len(ids):
+        raise LogbookError({first_id: {"trips": "Name each trip once."}})
+    if len(ids) < 2:
+        raise LogbookError({first_id: {"trips": "Name two or more trips to merge."}})
+    if len(ids) > MERGE_MAX_TRIPS:
+        raise LogbookError({first_id: {"trips": f"At most {MERGE_MAX_TRIPS} trips at once."}})
+    if len({t.vehicle_id for t in trips}) != 1:
+        raise LogbookError({first_id: {"trips": "The trips belong to different vehicles: "
+                                                "only one vehicle's trips are merged."}})
+    vehicle_id = trips[0].vehicle_id
+    lock_due_trips(now=now, vehicle_ids=[vehicle_id])
+    state = lock_chain(vehicle_id)
+    trips = sorted(Trip.objects.select_related("driver", "organisation").filter(pk__in=ids),
+                   key=lambda t: t.start_time)
     _check_correctable(trips, actor, now)
-    between = Trip.objects.filter(
-        vehicle_id=trips[0].vehicle_id, status=TripStatus.ACTIVE,
-        start_time__gt=trips[0].start_time, start_time__lt=trips[-1].start_time,
-    ).exclude(pk__in=[t.pk for t in trips])
-    if between.exists():
-        raise ValidationError("Only consecutive trips can be merged.")
     first, last = trips[0], trips[-1]
+    settings = logbook_settings_for(first.organisation_id)
+    between = Trip.objects.filter(
+        vehicle_id=vehicle_id, status=TripStatus.ACTIVE,
+        start_time__gt=first.start_time, start_time__lt=last.start_time,
+    ).exclude(pk__in=ids)
+    if between.exists():
+        raise LogbookError({first.pk: {"trips": (
+            "Only consecutive trips are merged: another trip lies between the trip of "
+            f"{_local_text(first.start_time, first)} and the one of "
+            f"{_local_text(last.start_time, last)}.")}})
+    problem = merge_problem(trips, settings)
+    if problem is not None:
+        raise LogbookError({first.pk: {"trips": problem}})
+    reason = _reason(first.pk, reason, DEFAULT_MERGE_REASON)
+    # Revisions name the trips (see cancel_trip for why not the person's reason).
+    what = "merge of trips " + ", ".join(str(t.pk) for t in trips)
     for trip in trips:
         change_trip(trip, {"status": TripStatus.MERGED, "status_reason": reason},
-                    actor=actor, interface=interface, now=now, state=state)
+                    actor=actor, interface=interface, now=now, state=state, reason=what)
     merged = _copy_base(first)
     merged.end_time = last.end_time
     merged.end_latitude, merged.end_longitude = last.end_latitude, last.end_longitude
@@ -713,72 +883,179 @@ def merge_trips(
     merged.fix_count = sum(t.fix_count for t in trips)
     merged.end_reason = last.end_reason
     merged.decided_at = last.decided_at
+    merged.addresses_pending = any(t.addresses_pending for t in (first, last))
     merged.origin = TripOrigin.MERGE
-    categories = {t.category for t in trips}
-    if len(categories) == 1:
+    if len({t.category for t in trips}) == 1:
         merged.category = first.category
         merged.purpose, merged.partner = first.purpose, first.partner
         merged.destination, merged.note = last.destination, first.note
+    if not merged.category:
+        private = any(t.category == Category.PRIVATE or t.suggested_category
+                      == Category.PRIVATE for t in trips)
+        merged.suggested_category = Category.PRIVATE if private else first.suggested_category
     return create_trip(merged, corrects=trips, actor=actor, interface=interface, now=now,
-                       state=state, reason=reason)
+                       state=state, reason=what)
+
+
+# --- split points
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A standstill within a trip's route: where a destination the parking rule missed
+    may be. ``arrival`` and ``departure`` index the route."""
+
+    arrival: int
+    departure: int
+    arrival_time: datetime
+    departure_time: datetime
+    latitude: float
+    longitude: float
+
+    @property
+    def duration_s(self) -> float:
+        return (self.departure_time - self.arrival_time).total_seconds()
+
+
+def _route_times(route: Sequence[Sequence[Any]]) -> list[datetime]:
+    return [datetime.fromisoformat(point[0]) for point in route]
+
+
+def pauses_in(
+    route: Sequence[Sequence[Any]], radius_m: float, min_s: float = PAUSE_MIN_S
+) -> list[Pause]:
+    """Standstills of at least ``min_s`` within ``radius_m`` of where the vehicle came to
+    rest, between the route's first and last point. Pure; O(points).
+
+    A rest at the very start or end is the parking the trip left or reached, so it is no
+    split point. On a merged trip, the parking between its originals is one.
+    """
+    times = _route_times(route)
+    count = len(route)
+    pauses = []
+    i = 0
+    while i < count - 1:
+        lat, lon = route[i][1], route[i][2]
+        j = i
+        while j + 1 < count and distance_m(lat, lon, route[j + 1][1], route[j + 1][2]) <= radius_m:
+            j += 1
+        if j > i and (times[j] - times[i]).total_seconds() >= min_s:
+            if i > 0 and j < count - 1:
+                pauses.append(Pause(i, j, times[i], times[j], lat, lon))
+            i = j + 1
+        else:
+            i += 1
+    return pauses
+
+
+def split_points(trip: Trip, at: datetime | int, radius_m: float) -> tuple[int, int]:
+    """Where a split cuts the trip's route: (last point of the first part, first point of
+    the second). A time or route point within a pause cuts at the pause, so the first
+    part ends on arrival and the second starts on departure; elsewhere both parts share
+    the point (the last one at or before a time).
+
+    Raises ``ValueError`` with a message for the person when ``at`` is no point between
+    the trip's start and end.
+    """
+    route = trip.route
+    count = len(route)
+    times = _route_times(route)
+    if count < 3:
+        raise ValueError("The trip's route has no position between its start and end to "
+                         "split at.")
+    pauses = pauses_in(route, radius_m)
+    if isinstance(at, datetime):
+        if not trip.start_time < at < trip.end_time:
+            raise ValueError(
+                f"Choose a time between the trip's start ({_local_text(trip.start_time, trip)})"
+                f" and end ({_local_text(trip.end_time, trip)}).")
+        for pause in pauses:
+            if pause.arrival_time <= at <= pause.departure_time:
+                return pause.arrival, pause.departure
+        index = max((i for i, t in enumerate(times) if t <= at), default=0)
+        if index <= 0:
+            raise ValueError(
+                "No position was recorded between the trip's start "
+                f"({_local_text(trip.start_time, trip, '%H:%M:%S')}) and "
+                f"{_local_text(at, trip, '%H:%M:%S')}: choose a later time.")
+    else:
+        index = at
+        if not 0 < index < count - 1:
+            raise ValueError(f"Choose a point of the trip's route from 1 to {count - 2} (0 is "
+                             "its start, the last one its end).")
+        for pause in pauses:
+            if pause.arrival <= index <= pause.departure:
+                return pause.arrival, pause.departure
+    if index >= count - 1 or not trip.start_time < times[index] < trip.end_time:
+        raise ValueError("Choose a point between the trip's start and end.")
+    return index, index
 
 
 @transaction.atomic
 def split_trip(
-    trip: Trip, at: datetime, *, actor: Any, interface: str = Interface.WEB,
-    now: datetime | None = None, reason: str = "split",
+    trip: Trip, at: datetime | int, *, actor: Any, interface: str = Interface.WEB,
+    now: datetime | None = None, reason: str = "",
 ) -> tuple[Trip, Trip]:
-    """Split a trip at a point of its route (a destination the parking rule missed).
+    """Split a trip at a time or route point (a destination the parking rule missed).
 
-    The split point is the last route point at or before ``at``; the odometer there is
-    the start reading plus the part of the distance along the route, so both parts are
-    continuous and add up to the original. The original stays, with status "split".
+    ``split_points`` decides the cut. The odometer there is the start reading plus the
+    part of the distance along the route up to the cut, so both parts are continuous
+    and add up to the original. The original stays, with status "split"; both parts
+    keep its driver and classification, and get the named place at the cut as address.
     """
     now = now or timezone.now()
     lock_due_trips(now=now, vehicle_ids=[trip.vehicle_id])
     state = lock_chain(trip.vehicle_id)
-    trip = Trip.objects.select_related("driver").get(pk=trip.pk)
+    trip = Trip.objects.select_related("driver", "organisation").get(pk=trip.pk)
     _check_correctable([trip], actor, now)
+    settings = logbook_settings_for(trip.organisation_id)
+    try:
+        end_index, start_index = split_points(trip, at, settings.stop_radius_m)
+    except ValueError as error:
+        raise LogbookError({trip.pk: {"at": str(error)}}) from error
+    reason = _reason(trip.pk, reason, DEFAULT_SPLIT_REASON)
     route = trip.route
-    times = [datetime.fromisoformat(point[0]) for point in route]
-    index = max((i for i, t in enumerate(times) if t <= at), default=0)
-    if index <= 0 or index >= len(route) - 1:
-        raise ValidationError("Split at a point between the trip's start and end.")
+    times = _route_times(route)
     legs = [distance_m(a[1], a[2], b[1], b[2]) for a, b in pairwise(route)]
     total = sum(legs)
-    share = sum(legs[:index]) / total if total > 0 else 0.5
+    share = sum(legs[:end_index]) / total if total > 0 else end_index / (len(route) - 1)
     split_km = trip.start_odometer_km + (trip.end_odometer_km - trip.start_odometer_km) * share
-    point = route[index]
     change_trip(trip, {"status": TripStatus.SPLIT, "status_reason": reason}, actor=actor,
-                interface=interface, now=now, state=state)
+                interface=interface, now=now, state=state, reason=f"split of trip {trip.pk}")
+    places = named_places_for(trip.organisation_id)
+    geocoder = bool(getattr(django_settings, "GEOCODER_URL", ""))
+    arrival, departure = route[end_index], route[start_index]
     first = _copy_base(trip)
-    first.end_time = times[index]
-    first.end_latitude, first.end_longitude = point[1], point[2]
-    first.end_address, first.end_place_id = "", None
+    first.end_time = times[end_index]
+    first.end_latitude, first.end_longitude = arrival[1], arrival[2]
+    place = match_place(places, arrival[1], arrival[2], trip.driver_id)
+    first.end_place = place
+    first.end_address = place.label[:300] if place is not None else ""
     first.end_odometer_km = split_km
     first.distance_m = (split_km - trip.start_odometer_km) * 1000.0
     first.gps_distance_m = trip.gps_distance_m * share
-    first.route = route[: index + 1]
+    first.route = route[: end_index + 1]
     first.fix_count = math.floor(trip.fix_count * share)
     first.end_reason = "split"
-    first.decided_at = times[index]
-    first.addresses_pending = True
+    first.decided_at = times[end_index]
     second = _copy_base(trip)
-    second.start_time = times[index]
-    second.start_latitude, second.start_longitude = point[1], point[2]
-    second.start_address, second.start_place_id = "", None
+    second.start_time = times[start_index]
+    second.start_latitude, second.start_longitude = departure[1], departure[2]
+    place = match_place(places, departure[1], departure[2], trip.driver_id)
+    second.start_place = place
+    second.start_address = place.label[:300] if place is not None else ""
     second.start_odometer_km = split_km
     second.distance_m = (trip.end_odometer_km - split_km) * 1000.0
     second.gps_distance_m = trip.gps_distance_m - first.gps_distance_m
-    second.route = route[index:]
+    second.route = route[start_index:]
     second.fix_count = trip.fix_count - first.fix_count
-    second.addresses_pending = True
     for part in (first, second):
         part.origin = TripOrigin.SPLIT
         part.category, part.purpose, part.partner = trip.category, trip.purpose, trip.partner
         part.destination, part.note = trip.destination, trip.note
+        part.addresses_pending = geocoder and not (part.start_address and part.end_address)
         create_trip(part, corrects=[trip], actor=actor, interface=interface, now=now,
-                    state=state, reason=reason)
+                    state=state, reason=f"part of split trip {trip.pk}")
     return first, second
 
 

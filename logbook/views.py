@@ -4,8 +4,11 @@ Drivers see their trips of today and those still to classify, classify one with 
 (the suggestion) or several at once, edit within the window, choose the vehicle they
 drive today and are reminded of trips about to lock. Fleet managers and dispatchers see
 every vehicle's logbook and what it lacks (unclassified trips, odometer gaps), and the
-manager explains gaps. Everything is read through ``logbook.selectors`` (privacy) and
-changed through ``logbook.services`` (revisions, window); plain forms, no inline script.
+manager explains gaps. On a trip's page its driver or the fleet manager corrects it
+within the window (cancel with a reason, split at a pause or a time, merge with the trip
+before or after); corrected trips stay listed, struck through, linked to what replaced
+them. Everything is read through ``logbook.selectors`` (privacy) and changed through
+``logbook.services`` (revisions, window, who may correct); plain forms, no inline script.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import wraps
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +27,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Q
+from django.db.models import Prefetch, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -51,13 +54,20 @@ from logbook.services import (
     LogbookError,
     assign_driver,
     can_edit,
+    cancel_trip,
     classify,
     confirm_suggestions,
+    correction_blocker,
+    correction_refusal,
     edit_deadline,
     explain_gap,
     is_editable,
     logbook_settings_for,
+    merge_partners,
+    merge_trips,
     missing_fields,
+    pauses_in,
+    split_trip,
     suggest_category,
 )
 
@@ -134,6 +144,57 @@ class GapForm(forms.Form):
     note = forms.CharField(max_length=300)
 
 
+class CancelForm(forms.Form):
+    reason = forms.CharField(max_length=300, error_messages={
+        "required": "Say why the trip is cancelled."})
+
+
+class SplitForm(forms.Form):
+    """Where to split: ``split`` is a pause's route point, or "time" with ``time``."""
+
+    split = forms.RegexField(r"^(time|[0-9]{1,9})$", error_messages={
+        "required": "Choose a stop or a time to split at.",
+        "invalid": "Choose a stop or a time to split at."})
+    time = forms.TimeField(required=False, error_messages={
+        "invalid": "Give the time as hours and minutes, e.g. 10:05."})
+    reason = forms.CharField(max_length=300, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("split") == "time" and data.get("time") is None \
+                and "time" not in self.errors:
+            self.add_error("time", "Give the time to split at.")
+        return data
+
+
+class MergeForm(forms.Form):
+    neighbour = forms.IntegerField(min_value=1, max_value=2**63 - 1, error_messages={
+        "required": "Choose the trip to merge with.", "invalid": "Choose the trip to merge with."})
+    reason = forms.CharField(max_length=300, required=False)
+
+
+def _with_corrections(trips: QuerySet[Trip]) -> QuerySet[Trip]:
+    """Trips with what they replace and what replaced them, for a list in few queries."""
+    return trips.prefetch_related("corrects", Prefetch(
+        "corrected_by", queryset=Trip.objects.select_related(
+            "vehicle", "driver", "organisation").prefetch_related("corrects")))
+
+
+def _replacements(trip: Trip, request: HttpRequest) -> list[dict[str, Any]]:
+    """The trips that replaced this one that the person may open, as they may see them
+    (a merge with a private trip is hidden like one; a driver sees only their own)."""
+    actor = actor_of(request.user)
+    found = []
+    for other in sorted(trip.corrected_by.all(), key=lambda t: (t.start_time, t.pk)):
+        if other.organisation_id != actor.organisation_id and not actor.is_superuser:
+            continue
+        if _is_driver(actor) and (other.driver_id is None
+                                  or other.driver.user_id != request.user.pk):
+            continue
+        found.append({"pk": other.pk, "view": trip_view(other, request.user, with_route=False)})
+    return found
+
+
 def _card(trip: Trip, request: HttpRequest, now: datetime, settings_=None) -> dict[str, Any]:
     """A trip as the pages show it: the view for the user, plus what the driver can do."""
     view = trip_view(trip, request.user, with_route=False)
@@ -144,6 +205,10 @@ def _card(trip: Trip, request: HttpRequest, now: datetime, settings_=None) -> di
     )
     card: dict[str, Any] = {
         "trip": trip, "view": view, "editable": editable,
+        # What replaced a corrected trip, each as the person may see it (a merge with a
+        # private trip is hidden like one); prefetched by ``_with_corrections``.
+        "replacements": [] if view["redacted"] or trip.status == TripStatus.ACTIVE else
+        _replacements(trip, request),
         "category_label": CATEGORY_LABELS.get(view["category"] or "", "Unclassified"),
         "deadline": None, "locks_soon": False, "suggestion": None, "one_tap": False,
     }
@@ -206,7 +271,7 @@ def _driver_home(request: HttpRequest) -> HttpResponse:
     settings_ = logbook_settings_for(organisation)
     today = now.astimezone(zone).date()
     start, end = period_bounds(organisation, today, today)
-    visible = trips_visible_to(request.user).prefetch_related("corrects")
+    visible = _with_corrections(trips_visible_to(request.user))
     today_cards = [_card(t, request, now, settings_)
                    for t in visible.filter(start_time__gte=start, start_time__lt=end,
                                            status=TripStatus.ACTIVE)]
@@ -279,7 +344,7 @@ def trip_list(request: HttpRequest) -> HttpResponse:
         trips = trips.filter(Q(category=Category.PRIVATE) | (Q(category="") & redacted))
     elif category in Category.values:
         trips = trips.filter(category=category)
-    page = Paginator(trips.prefetch_related("corrects"), LIST_PAGE_SIZE).get_page(
+    page = Paginator(_with_corrections(trips), LIST_PAGE_SIZE).get_page(
         request.GET.get("page"))
     settings_by_organisation: dict[int, Any] = {}
     cards = []
@@ -303,17 +368,48 @@ def trip_list(request: HttpRequest) -> HttpResponse:
 
 def _visible_trip(request: HttpRequest, pk: int) -> Trip:
     return get_object_or_404(
-        trips_visible_to(request.user).select_related("start_place", "end_place")
-        .prefetch_related("corrects"), pk=pk)
+        _with_corrections(trips_visible_to(request.user).select_related(
+            "start_place", "end_place")), pk=pk)
+
+
+def _corrections(request: HttpRequest, trip: Trip, view: dict[str, Any], settings_: Any,
+                 now: datetime) -> dict[str, Any]:
+    """What the trip page offers to correct, and what replaced the trip.
+
+    Only what the services would accept is offered (``merge_partners`` is the rule
+    itself), so a tap never meets a refusal; a dispatcher sees no form at all, and a
+    locked or corrected trip says why at the top of its page.
+    """
+    refusal = correction_refusal(trip, request.user)
+    blocker = None if refusal else correction_blocker(trip, settings_, now)
+    allowed = refusal is None and blocker is None
+    pauses = pauses_in(trip.route, settings_.stop_radius_m) if allowed else []
+    zone = ZoneInfo(trip.organisation.time_zone)
+    return {
+        "allowed": allowed,
+        "pauses": [{"pause": p, "duration": _duration(p.duration_s)} for p in pauses],
+        "merge": [{"direction": direction, "trip": other,
+                   "view": trip_view(other, request.user, with_route=False)}
+                  for direction, other in (merge_partners(trip, request.user, now)
+                                           if allowed else [])],
+        "start_local": trip.start_time.astimezone(zone),
+        "end_local": trip.end_time.astimezone(zone),
+        # Each replacement as the person may see it: a replacement can be private when
+        # the original was not (merged with a private trip).
+        "replaced_by": [] if view["redacted"] else _replacements(trip, request),
+    }
 
 
 def _trip_page(request: HttpRequest, trip: Trip, *, form: dict[str, str] | None = None,
-               errors: dict[str, str] | None = None, status: int = 200) -> HttpResponse:
+               errors: dict[str, str] | None = None, status: int = 200,
+               correction: str = "", correction_values: dict[str, str] | None = None,
+               correction_errors: dict[str, str] | None = None) -> HttpResponse:
     now = timezone.now()
     card = _card(trip, request, now)
     view = trip_view(trip, request.user)
     route = [[point[1], point[2]] for point in view["route"] or []]
     settings_ = logbook_settings_for(trip.organisation_id)
+    correction_errors = correction_errors or {}
     return render(request, "logbook/trip_detail.html", {
         "card": card, "view": view, "trip": trip,
         "route": route, "route_json": json.dumps(route),
@@ -326,6 +422,15 @@ def _trip_page(request: HttpRequest, trip: Trip, *, form: dict[str, str] | None 
         "categories": Category.choices,
         "deadline": edit_deadline(trip, settings_),
         "window_days": settings_.edit_window_days,
+        "corrections": _corrections(request, trip, view, settings_, now),
+        # What this trip replaces, oldest first (a merge of A and B reads in that order).
+        "replaces": [] if view["redacted"] else [
+            t.pk for t in sorted(trip.corrects.all(), key=lambda t: (t.start_time, t.pk))],
+        # Which correction form to show open, with what the person typed and why it failed.
+        "correction": correction,
+        "correction_values": correction_values or {},
+        "correction_errors": {k: v for k, v in correction_errors.items() if k != "__all__"},
+        "correction_refused": correction_errors.get("__all__"),
     }, status=status)
 
 
@@ -426,6 +531,137 @@ def classify_many(request: HttpRequest) -> HttpResponse:
     return redirect(back)
 
 
+# --------------------------------------------------------------------------- corrections
+
+
+def _when(trip: Trip) -> str:
+    start, end = timezone.localtime(trip.start_time), timezone.localtime(trip.end_time)
+    return f"{start:%d.%m. %H:%M}–{end:%H:%M}"
+
+
+def _correction_failed(request: HttpRequest, trip: Trip, which: str, values: dict[str, str],
+                       error: PermissionDenied | LogbookError) -> HttpResponse:
+    """The trip page again, the correction's form open with what was typed and why not:
+    403 who may not, 409 a trip that cannot be corrected any more, 400 bad input."""
+    if isinstance(error, PermissionDenied):
+        text = str(error) or "This trip is not yours to correct."
+        return _trip_page(request, trip, status=403, correction=which,
+                          correction_values=values, correction_errors={"__all__": text})
+    conflicts = [f"{text}" if pk == trip.pk else f"Trip {pk}: {text}"
+                 for pk, fields in error.messages_by_trip.items()
+                 for name, text in fields.items() if name == "__all__"]
+    if conflicts:
+        return _trip_page(request, trip, status=409, correction=which,
+                          correction_values=values,
+                          correction_errors={"__all__": " ".join(conflicts)})
+    fields: dict[str, str] = {}
+    for problems in error.messages_by_trip.values():
+        for name, text in problems.items():
+            fields[name] = f"{fields[name]} {text}" if name in fields else text
+    return _trip_page(request, trip, status=400, correction=which, correction_values=values,
+                      correction_errors=fields)
+
+
+def _form_errors(form: forms.Form) -> dict[str, str]:
+    return {name: " ".join(texts) for name, texts in form.errors.items()}
+
+
+def _refused(request: HttpRequest, trip: Trip, which: str,
+             values: dict[str, str]) -> HttpResponse | None:
+    """Who may not correct this trip is told so before anything they typed is looked at."""
+    refusal = correction_refusal(trip, request.user)
+    if refusal is None:
+        return None
+    return _correction_failed(request, trip, which, values, PermissionDenied(refusal))
+
+
+@require_POST
+@logbook_page
+def cancel_trip_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Cancel a trip visibly, with a reason (``logbook.services.cancel_trip``)."""
+    trip = _visible_trip(request, pk)
+    values = {"reason": request.POST.get("reason", "")[:300]}
+    refused = _refused(request, trip, "cancel", values)
+    if refused is not None:
+        return refused
+    form = CancelForm(request.POST)
+    if not form.is_valid():
+        return _trip_page(request, trip, status=400, correction="cancel",
+                          correction_values=values, correction_errors=_form_errors(form))
+    try:
+        cancel_trip(trip, form.cleaned_data["reason"], actor=request.user,
+                    interface=Interface.WEB)
+    except (PermissionDenied, LogbookError) as error:
+        return _correction_failed(request, trip, "cancel", values, error)
+    messages.success(request, f"Cancelled: the trip of {_when(trip)} stays in the logbook, "
+                     "struck through, with your reason; it counts in no total.")
+    return redirect("logbook:trip", trip.pk)
+
+
+def _moment_on_trip(trip: Trip, clock: time) -> datetime:
+    """A time of day on the trip's page as a moment: on the day (in the organisation's
+    zone) where it falls within the trip, so a trip past midnight splits too."""
+    zone = ZoneInfo(trip.organisation.time_zone)
+    first_day = trip.start_time.astimezone(zone).date()
+    days = min((trip.end_time.astimezone(zone).date() - first_day).days, 2) + 1
+    moments = [datetime.combine(first_day + timedelta(days=i), clock, zone) for i in range(days)]
+    return next((m for m in moments if trip.start_time < m < trip.end_time), moments[0])
+
+
+@require_POST
+@logbook_page
+def split_trip_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Split a trip at one of its pauses or at a time (``logbook.services.split_trip``)."""
+    trip = _visible_trip(request, pk)
+    values = {name: request.POST.get(name, "")[:300] for name in ("split", "time", "reason")}
+    refused = _refused(request, trip, "split", values)
+    if refused is not None:
+        return refused
+    form = SplitForm(request.POST)
+    if not form.is_valid():
+        return _trip_page(request, trip, status=400, correction="split",
+                          correction_values=values, correction_errors=_form_errors(form))
+    data = form.cleaned_data
+    at: datetime | int = (_moment_on_trip(trip, data["time"]) if data["split"] == "time"
+                          else int(data["split"]))
+    try:
+        first, second = split_trip(trip, at, actor=request.user, interface=Interface.WEB,
+                                   reason=data["reason"])
+    except (PermissionDenied, LogbookError) as error:
+        return _correction_failed(request, trip, "split", values, error)
+    messages.success(request, f"Split: the trip of {_when(trip)} is now two trips, "
+                     f"{_when(first)} and {_when(second)}. The original stays in the logbook, "
+                     "struck through.")
+    return redirect("logbook:trip", first.pk)
+
+
+@require_POST
+@logbook_page
+def merge_trip_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Merge a trip with the one before or after it (``logbook.services.merge_trips``)."""
+    trip = _visible_trip(request, pk)
+    values = {name: request.POST.get(name, "")[:300] for name in ("neighbour", "reason")}
+    refused = _refused(request, trip, "merge", values)
+    if refused is not None:
+        return refused
+    form = MergeForm(request.POST)
+    if not form.is_valid():
+        return _trip_page(request, trip, status=400, correction="merge",
+                          correction_values=values, correction_errors=_form_errors(form))
+    other = trips_visible_to(request.user, lock=False).filter(
+        pk=form.cleaned_data["neighbour"]).first()
+    if other is None:
+        raise Http404("No such trip.")
+    try:
+        merged = merge_trips([trip, other], actor=request.user, interface=Interface.WEB,
+                             reason=form.cleaned_data["reason"])
+    except (PermissionDenied, LogbookError) as error:
+        return _correction_failed(request, trip, "merge", values, error)
+    messages.success(request, f"Merged: the trips of {_when(trip)} and {_when(other)} are now "
+                     f"one trip, {_when(merged)}. Both stay in the logbook, struck through.")
+    return redirect("logbook:trip", merged.pk)
+
+
 # --------------------------------------------------------------------------- the driver's vehicle
 
 
@@ -468,8 +704,8 @@ def vehicle_logbook(request: HttpRequest, pk: int) -> HttpResponse:
     start, end = period_bounds(vehicle.organisation, start_day, end_day)
     settings_ = logbook_settings_for(vehicle.organisation_id)
     cards = [_card(t, request, now, settings_) for t in
-             trips_visible_to(request.user, vehicle=vehicle, start=start, end=end)
-             .prefetch_related("corrects")]
+             _with_corrections(trips_visible_to(request.user, vehicle=vehicle, start=start,
+                                                 end=end))]
     gaps = list(odometer_gaps_visible_to(request.user, vehicle=vehicle, start=start, end=end))
     # A gap's ends are the times of the trips around it: not shown next to a private one.
     hidden = {moment for c in cards if c["view"]["redacted"]
@@ -485,7 +721,7 @@ def vehicle_logbook(request: HttpRequest, pk: int) -> HttpResponse:
     actor = actor_of(request.user)
     return render(request, "logbook/vehicle.html", {
         "vehicle": vehicle, "entries": entries, "start": start_day, "end": end_day,
-        "trip_count": len(cards),
+        "trip_count": sum(1 for c in cards if c["trip"].status == TripStatus.ACTIVE),
         "km": round(sum(c["view"]["distance_km"] for c in cards
                         if c["trip"].status == TripStatus.ACTIVE), 1),
         "unclassified": sum(1 for c in cards if c["view"]["category"] is None
