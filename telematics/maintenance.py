@@ -3,6 +3,9 @@
 The odometer is the CAN odometer when the vehicle reports one, else the unit's (GPS)
 odometer plus the vehicle's offset; engine hours come from the CAN bus. Whichever of
 distance, hours and days runs out first decides.
+
+The end of the module gathers what a vehicle's page shows: its plans with what is left,
+and its open and recently closed faults.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from datetime import datetime
 
 from django.db import transaction
 
-from telematics.models import Event, ServicePlan, ServiceRecord, VehicleState
+from fleet.models import Vehicle
+from telematics.models import Event, Fault, ServicePlan, ServiceRecord, VehicleState
 
 OK, DUE_SOON, OVERDUE = "ok", "due_soon", "overdue"
 
@@ -108,3 +112,61 @@ def complete_service(plan: ServicePlan, done_at: datetime, *, odometer_km: float
     plan.state = plan_status(plan, Reading(done_at, odometer_km, engine_hours)).state
     plan.save()
     return record
+
+
+# --- What a vehicle's page shows -------------------------------------------------------
+
+RECENT_CLOSED_FAULTS = 5
+
+
+@dataclass(frozen=True)
+class PlanOnPage:
+    plan: ServicePlan
+    status: PlanStatus
+
+    @property
+    def what_is_left(self) -> list[tuple[str, float, str]]:
+        """(quantity, amount, unit) for each interval the plan has: how much is left, or
+        with a negative amount how far past due it is."""
+        left = []
+        for amount, unit in ((self.status.remaining_km, "km"),
+                             (self.status.remaining_hours, "h"),
+                             (self.status.remaining_days, "days")):
+            if amount is not None:
+                left.append(("overdue" if amount <= 0 else "left", abs(amount), unit))
+        return left
+
+    @property
+    def missing_readings(self) -> list[str]:
+        """Readings the plan needs but the vehicle has not reported (so that interval
+        cannot fall due yet), named for the page."""
+        missing = []
+        if self.plan.interval_km and self.status.remaining_km is None:
+            missing.append("odometer")
+        if self.plan.interval_hours and self.status.remaining_hours is None:
+            missing.append("engine hours")
+        return missing
+
+
+def plans_of_vehicle(vehicle: Vehicle, at: datetime) -> list[PlanOnPage]:
+    """The vehicle's service plans with their state now, overdue first, then due soon.
+
+    The state is computed from the current reading rather than read from ``plan.state``,
+    which the ingest only updates when a reading arrives; a plan due by days turns due
+    on the calendar even while the vehicle stands.
+    """
+    state = VehicleState.objects.filter(vehicle_id=vehicle.pk).first()
+    reading = current_reading(state, vehicle.odometer_offset_km, at)
+    order = {OVERDUE: 0, DUE_SOON: 1, OK: 2}
+    plans = [PlanOnPage(plan, plan_status(plan, reading))
+             for plan in ServicePlan.objects.filter(vehicle_id=vehicle.pk)]
+    return sorted(plans, key=lambda p: (order[p.status.state], p.plan.name))
+
+
+def faults_of_vehicle(
+    vehicle: Vehicle, closed: int = RECENT_CLOSED_FAULTS
+) -> tuple[list[Fault], list[Fault]]:
+    """(open faults, newest first; the ``closed`` most recently closed ones)."""
+    faults = Fault.objects.filter(vehicle_id=vehicle.pk)
+    return (list(faults.filter(closed_at__isnull=True).order_by("-last_seen", "-id")),
+            list(faults.filter(closed_at__isnull=False).order_by("-closed_at", "-id")[:closed]))

@@ -15,6 +15,7 @@ router.register("drivers", views.DriverViewSet, basename="api-driver")
 router.register("api-keys", views.ApiKeyViewSet, basename="api-key")
 router.register("faults", vehicle_data.FaultViewSet, basename="api-fault")
 router.register("service-plans", vehicle_data.ServicePlanViewSet, basename="api-service-plan")
+router.register("dbc-files", vehicle_data.DbcFileViewSet, basename="api-dbc-file")
 router.register("geofences", alerts.GeofenceViewSet, basename="api-geofence")
 router.register("events", alerts.EventViewSet, basename="api-event")
 router.register("alert-rules", alerts.AlertRuleViewSet, basename="api-alert-rule")
@@ -32,6 +33,8 @@ router.register(r"vehicles/(?P<vehicle_pk>[^/.]+)/signals", vehicle_data.Vehicle
 urlpatterns = [
     path("auth/token/", views.TokenView.as_view(), name="api-token"),
     path("positions/feed/", views.PositionFeedView.as_view(), name="api-position-feed"),
+    path("signals/catalogue/", vehicle_data.SignalCatalogueView.as_view(),
+         name="api-signal-catalogue"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file: no inline script.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

@@ -1,9 +1,12 @@
 """What the engine bus says, through the API: latest signals, a signal's history, fault
-codes, and service plans with how far each is from being due."""
+codes, service plans with how far each is from being due, the catalogue of signal keys,
+and the DBC files that decode a vehicle model's own frames."""
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.db.models import QuerySet
+from django.db.models.functions import Length
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -18,19 +21,40 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from fleet.api.authentication import actor_for
 from fleet.api.pagination import KeysetPagination
 from fleet.api.permissions import ADMINS, EVERY_ROLE, RolePermission
-from fleet.api.serializers import TimeWindowSerializer, UtcDateTimeField
-from fleet.selectors import vehicles_visible_to
+from fleet.api.serializers import (
+    OrganisationOwnedSerializer,
+    TimeWindowSerializer,
+    UtcDateTimeField,
+    in_organisation,
+)
+from fleet.models import Role
+from fleet.selectors import organisations_visible_to, vehicles_visible_to
+from telematics.can.dbc import (
+    DBC_MAX_BYTES,
+    DbcDecoder,
+    check_mapping_shape,
+    dbc_text_from_upload,
+    load_dbc,
+)
+from telematics.can.errors import DbcError, DbcMappingError
 from telematics.can.signals import SIGNALS
 from telematics.maintenance import complete_service, current_reading, plan_status
-from telematics.models import Fault, ServicePlan, SignalSample, VehicleState
+from telematics.models import DbcFile, Fault, ServicePlan, SignalSample, VehicleState
+
+DBC_READERS = frozenset({Role.ADMIN, Role.DISPATCHER})
 
 
 def faults_visible_to(principal) -> QuerySet[Fault]:
     return Fault.objects.filter(vehicle__in=vehicles_visible_to(principal))
+
+
+def dbc_files_visible_to(principal) -> QuerySet[DbcFile]:
+    return DbcFile.objects.filter(organisation__in=organisations_visible_to(principal))
 
 
 def service_plans_visible_to(principal) -> QuerySet[ServicePlan]:
@@ -246,3 +270,177 @@ class ServicePlanViewSet(viewsets.ModelViewSet):
                          recorded_by=getattr(user, "username", "") or "api key")
         plan.refresh_from_db()
         return Response(self.get_serializer(plan).data)
+
+
+# --- Signal catalogue ----------------------------------------------------------------------
+
+class SignalDefinitionSerializer(serializers.Serializer):
+    key = serializers.CharField(help_text="What the API, DBC mappings and alert rules use.")
+    label = serializers.CharField()
+    unit = serializers.CharField()
+
+
+class SignalCatalogueView(APIView):
+    """``signals/catalogue/``: every signal key the platform knows, with label and unit."""
+
+    permission_classes = [IsAuthenticated, RolePermission]
+    read_roles = EVERY_ROLE
+
+    @extend_schema(responses=SignalDefinitionSerializer(many=True),
+                   description="The signal keys a DBC mapping may target and the signals "
+                   "endpoints return, with their labels and units.")
+    def get(self, request):
+        catalogue = [{"key": s.key, "label": s.label, "unit": s.unit} for s in SIGNALS.values()]
+        return Response(SignalDefinitionSerializer(catalogue, many=True).data)
+
+
+# --- DBC files -------------------------------------------------------------------------------
+
+class DbcFileSerializer(OrganisationOwnedSerializer):
+    """A DBC file and its mapping; the text comes as ``dbc_text`` or as a ``file`` upload.
+
+    Whatever changes, the DBC is parsed and the mapping resolved against it before
+    anything is stored, so a file that does not parse or a mapping that names nothing
+    answers 400 with the reason, on the field to fix.
+    """
+
+    dbc_text = serializers.CharField(
+        required=False, trim_whitespace=False, max_length=DBC_MAX_BYTES,
+        help_text="The DBC file's text (or upload it as `file`, multipart). Only in the "
+        "answers for one file, not in lists.")
+    file = serializers.FileField(
+        required=False, write_only=True, allow_empty_file=False,
+        help_text="The DBC file (multipart/form-data); instead of `dbc_text`.")
+    mapping = serializers.JSONField(
+        required=False, help_text='Which DBC signal is which platform signal: '
+        '{"Message.Signal": "<signal key>"}, keys from GET /api/v1/signals/catalogue/.')
+    size_chars = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DbcFile
+        fields = ["id", "organisation", "name", "mapping", "vehicles", "uploaded",
+                  "size_chars", "warnings", "dbc_text", "file"]
+        read_only_fields = ["uploaded"]
+        extra_kwargs = {"vehicles": {"required": False}}
+
+    def get_fields(self):
+        fields = super().get_fields()
+        if "actor" in self.context:
+            fields["vehicles"].child_relation.queryset = vehicles_visible_to(self.actor)
+        return fields
+
+    def get_size_chars(self, dbc: DbcFile) -> int:
+        size = getattr(dbc, "size", None)
+        return size if size is not None else len(dbc.dbc_text)
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_warnings(self, dbc: DbcFile) -> list[str]:
+        """What the DBC loader forgave, in the answer to an upload or change."""
+        return getattr(dbc, "dbc_warnings", [])
+
+    def to_representation(self, dbc: DbcFile) -> dict:
+        data = super().to_representation(dbc)
+        if getattr(self.context.get("view"), "action", None) == "list":
+            data.pop("dbc_text", None)  # a list of 800 kB files helps nobody
+        return data
+
+    def validate_mapping(self, mapping: object) -> dict[str, str]:
+        try:
+            return check_mapping_shape(mapping)
+        except DbcMappingError as error:
+            raise ValidationError(str(error)) from error
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        upload = attrs.pop("file", None)
+        if upload is not None and "dbc_text" in attrs:
+            raise ValidationError({"file": ["Send the DBC as `file` or as `dbc_text`, "
+                                            "not both."]})
+        if upload is not None:
+            if upload.size > DBC_MAX_BYTES:
+                raise ValidationError({"file": [f"The file has {upload.size:,} bytes; a DBC "
+                                                f"file of at most {DBC_MAX_BYTES:,} bytes is "
+                                                "accepted."]})
+            try:
+                attrs["dbc_text"] = dbc_text_from_upload(upload.read())
+            except DbcError as error:
+                raise ValidationError({"file": [str(error)]}) from error
+        text_field = "file" if upload is not None else "dbc_text"
+        instance = self.instance
+        if instance is None and "dbc_text" not in attrs:
+            raise ValidationError({"dbc_text": ["Send the DBC file: upload it as `file` "
+                                                "(multipart) or give its text as `dbc_text`."]})
+        organisation = attrs["organisation"]
+        name = attrs.get("name", getattr(instance, "name", None))
+        clash = DbcFile.objects.filter(organisation=organisation, name=name)
+        if instance is not None:
+            clash = clash.exclude(pk=instance.pk)
+        if clash.exists():
+            raise ValidationError({"name": ["The organisation has a DBC file of this name "
+                                            "already."]})
+        if "vehicles" in attrs:
+            self._check_vehicles(attrs["vehicles"], organisation)
+        if "dbc_text" in attrs or "mapping" in attrs:
+            text = attrs.get("dbc_text", getattr(instance, "dbc_text", ""))
+            mapping = attrs.get("mapping", getattr(instance, "mapping", None) or {})
+            attrs["mapping"] = mapping
+            try:
+                database, warnings = load_dbc(text)
+            except DbcError as error:
+                raise ValidationError({text_field: [str(error)]}) from error
+            try:
+                DbcDecoder.from_database(database, mapping)
+            except DbcMappingError as error:
+                raise ValidationError({"mapping": [str(error)]}) from error
+            self._warnings = warnings
+        return attrs
+
+    def _check_vehicles(self, vehicles: list, organisation) -> None:
+        """A vehicle decodes with one DBC file; say which one holds it rather than let
+        the newest upload win silently."""
+        for vehicle in vehicles:
+            in_organisation(vehicle, organisation, "vehicles", "vehicle")
+        held = DbcFile.objects.filter(vehicles__in=vehicles).prefetch_related("vehicles")
+        if self.instance is not None:
+            held = held.exclude(pk=self.instance.pk)
+        for other in held.distinct():
+            names = sorted(v.name for v in other.vehicles.all() if v in vehicles)
+            raise ValidationError({"vehicles": [
+                f"{', '.join(names)} already decode{'s' if len(names) == 1 else ''} with DBC "
+                f"file {other.name!r} (id {other.pk}); a vehicle uses one DBC file, so take "
+                "it off that file first."]})
+
+    def create(self, validated_data: dict) -> DbcFile:
+        with transaction.atomic():
+            dbc = super().create(validated_data)
+        dbc.dbc_warnings = getattr(self, "_warnings", [])
+        return dbc
+
+    def update(self, instance: DbcFile, validated_data: dict) -> DbcFile:
+        with transaction.atomic():
+            dbc = super().update(instance, validated_data)
+        dbc.dbc_warnings = getattr(self, "_warnings", [])
+        return dbc
+
+
+class DbcFileViewSet(viewsets.ModelViewSet):
+    """DBC files of the organisation. Admins upload, change and delete them; the ingest
+    decodes each assigned vehicle's frames with the new file within seconds, no restart."""
+
+    serializer_class = DbcFileSerializer
+    permission_classes = [IsAuthenticated, RolePermission]
+    read_roles = DBC_READERS
+    write_roles = ADMINS
+    lookup_value_regex = "[0-9]{1,18}"
+    filter_backends = []
+
+    def get_queryset(self):
+        dbc_files = dbc_files_visible_to(actor_for(self.request)).prefetch_related(
+            "vehicles").order_by("name", "id")
+        if self.action == "list":
+            dbc_files = dbc_files.annotate(size=Length("dbc_text")).defer("dbc_text")
+        return dbc_files
+
+    def get_serializer_context(self) -> dict:
+        return {**super().get_serializer_context(), "actor": actor_for(self.request)}

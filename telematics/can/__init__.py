@@ -4,9 +4,9 @@ Pure library: bytes, text and DBC files in; canonical :class:`SignalSample` and
 :class:`FaultCode` records out. No Django, no I/O beyond reading files passed in.
 """
 
-from telematics.can.dbc import DbcDecoder
+from telematics.can.dbc import DbcDecoder, load_dbc
 from telematics.can.decoder import DecodeResult, VehicleCanDecoder
-from telematics.can.errors import CanDecodeError, DbcError
+from telematics.can.errors import CanDecodeError, DbcError, DbcMappingError
 from telematics.can.frames import CanFrame, parse_candump, parse_json_frames, read_log_file
 from telematics.can.j1939 import BamAssembler, J1939Decoder, parse_j1939_id
 from telematics.can.obd2 import decode_obd2
@@ -20,6 +20,7 @@ __all__ = [
     "CanFrame",
     "DbcDecoder",
     "DbcError",
+    "DbcMappingError",
     "DecodeResult",
     "FaultCode",
     "J1939Decoder",
@@ -27,6 +28,7 @@ __all__ = [
     "SignalSample",
     "VehicleCanDecoder",
     "decode_obd2",
+    "load_dbc",
     "parse_candump",
     "parse_j1939_id",
     "parse_json_frames",

@@ -15,3 +15,8 @@ class CanDecodeError(DecodeError):
 
 class DbcError(CanDecodeError):
     """A DBC file that does not parse, or a signal mapping that names nothing in it."""
+
+
+class DbcMappingError(DbcError):
+    """The DBC parses, but the mapping names a message, signal or platform signal that does
+    not exist; kept apart so an upload form can point at the mapping, not the file."""

@@ -18,21 +18,26 @@ from datetime import datetime
 
 @dataclass(frozen=True, slots=True)
 class Signal:
-    """A canonical vehicle signal: stable key, human label and unit."""
+    """A canonical vehicle signal: stable key, human label and unit.
+
+    ``decimals`` is how precisely a page shows a reading: engine speed to the rpm, the
+    odometer to 100 m; more digits than the source resolves would only look precise.
+    """
 
     key: str
     label: str
     unit: str
+    decimals: int = 1
 
 
 # Core signals every fleet report uses.
-VEHICLE_SPEED = Signal("vehicle_speed", "Vehicle speed", "km/h")
-ENGINE_SPEED = Signal("engine_speed", "Engine speed", "rpm")
-COOLANT_TEMPERATURE = Signal("coolant_temperature", "Engine coolant temperature", "°C")
-FUEL_LEVEL = Signal("fuel_level", "Fuel level", "%")
+VEHICLE_SPEED = Signal("vehicle_speed", "Vehicle speed", "km/h", 0)
+ENGINE_SPEED = Signal("engine_speed", "Engine speed", "rpm", 0)
+COOLANT_TEMPERATURE = Signal("coolant_temperature", "Engine coolant temperature", "°C", 0)
+FUEL_LEVEL = Signal("fuel_level", "Fuel level", "%", 0)
 FUEL_RATE = Signal("fuel_rate", "Fuel rate", "L/h")
 FUEL_USED_TOTAL = Signal("fuel_used_total", "Total fuel used", "L")
-THROTTLE = Signal("throttle", "Throttle position", "%")
+THROTTLE = Signal("throttle", "Throttle position", "%", 0)
 ODOMETER = Signal("odometer", "Odometer", "km")
 ENGINE_HOURS = Signal("engine_hours", "Engine hours", "h")
 AMBIENT_TEMPERATURE = Signal("ambient_temperature", "Ambient air temperature", "°C")
@@ -40,17 +45,20 @@ DISTANCE_SINCE_CODES_CLEARED = Signal(
     "distance_since_codes_cleared", "Distance since fault codes cleared", "km"
 )
 MASS_AIR_FLOW = Signal("mass_air_flow", "Mass air flow", "g/s")
-ENGINE_LOAD = Signal("engine_load", "Calculated engine load", "%")
-INTAKE_AIR_TEMPERATURE = Signal("intake_air_temperature", "Intake air temperature", "°C")
+ENGINE_LOAD = Signal("engine_load", "Calculated engine load", "%", 0)
+INTAKE_AIR_TEMPERATURE = Signal("intake_air_temperature", "Intake air temperature", "°C", 0)
 
 # Signals a source reports that have no core equivalent; kept apart rather than forced
 # onto a core signal whose meaning differs (pedal is not throttle plate, litres are not %).
-ENGINE_RUN_TIME = Signal("engine_run_time", "Run time since engine start", "s")
+ENGINE_RUN_TIME = Signal("engine_run_time", "Run time since engine start", "s", 0)
 DISTANCE_WITH_MIL_ON = Signal("distance_with_mil_on", "Distance travelled with MIL on", "km")
-ACCELERATOR_PEDAL = Signal("accelerator_pedal", "Accelerator pedal position", "%")
+ACCELERATOR_PEDAL = Signal("accelerator_pedal", "Accelerator pedal position", "%", 0)
 FUEL_VOLUME = Signal("fuel_volume", "Fuel in tank", "L")
 ODOMETER_COUNTED = Signal(
     "odometer_counted", "Distance counted by the CAN adapter since installation", "km"
+)
+FUEL_USED_COUNTED = Signal(
+    "fuel_used_counted", "Fuel used counted by the CAN adapter since installation", "L"
 )
 
 SIGNALS: dict[str, Signal] = {
@@ -75,8 +83,40 @@ SIGNALS: dict[str, Signal] = {
         ACCELERATOR_PEDAL,
         FUEL_VOLUME,
         ODOMETER_COUNTED,
+        FUEL_USED_COUNTED,
     )
 }
+
+
+@dataclass(frozen=True, slots=True)
+class LatestValue:
+    """A vehicle's newest value of one signal, as a page shows it."""
+
+    signal: Signal
+    value: float
+    time: datetime | None
+    source: str
+
+
+def latest_values(state_signals: dict | None) -> list[LatestValue]:
+    """The latest values kept on a vehicle's state (``{"key": {"value", "time", ...}}``),
+    in the catalogue's order so every vehicle's page lists them alike.
+
+    A key the catalogue no longer has, or an entry without a number, is left out rather
+    than shown half-understood; a time that does not parse is shown as unknown.
+    """
+    values = []
+    for key, signal in SIGNALS.items():
+        entry = (state_signals or {}).get(key)
+        if not isinstance(entry, dict) or not isinstance(entry.get("value"), int | float):
+            continue
+        try:
+            time = datetime.fromisoformat(entry["time"]) if entry.get("time") else None
+        except (TypeError, ValueError):
+            time = None
+        values.append(LatestValue(signal, float(entry["value"]), time,
+                                  str(entry.get("source", ""))))
+    return values
 
 
 @dataclass(frozen=True, slots=True)

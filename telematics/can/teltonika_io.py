@@ -18,11 +18,36 @@ Sources:
   (manualslib 3038465, p.101): 85 Engine RPM, 2 B, 0-8200 rpm; 87 Vehicle Distance, 4 B,
   0-2145000000 meters; 89 Fuel Level [%], 1 B, 0-100 %. A Teltonika manual rather than the
   wiki, for an older LV-CAN200 firmware; same ids on the FMB wiki's CAN list.
+- [CANCTRL] Teltonika CAN-CONTROL user manual, section 4 "AVL Parameters ID", table 5
+  "Acquired parameters IO Ids" (p.16; manualshive 1084679): 107 Fuel Consumed (counted),
+  4 B, "Ltr * 10", multiplier 0.1, counted from when the adapter joined the CAN bus; the
+  same table repeats 81/82/83/84/85/87/89/105 with the sizes and multipliers above.
 
-Left out because they could not be confirmed in this work (the brief listed them):
-OBD elements 30 (number of DTC), 31 (engine load), 32 (coolant), 36 (rpm), 37 (speed),
-48 (fuel level), 389 (total mileage); CAN elements 102/103 (engine worktime, counted),
-107 (fuel consumed counted), 110 (fuel rate). Add them here once their rows are checked.
+Left out, because no primary Teltonika source for them could be read in this work:
+
+- The OBD elements of FMB001/FMB003/FMC003 units (30 Number of DTC, 31 Engine Load,
+  32 Coolant Temperature, 36 Engine RPM, 37 Vehicle Speed, 39 Intake Air Temperature,
+  40 MAF, 41 Throttle Position, 42 Runtime since engine start, 43 Distance Traveled MIL On,
+  48 Fuel Level, 49 Distance Since Codes Clear, 53 Ambient Air Temperature, 60 Fuel Rate)
+  and the OBD OEM elements (389 Total Mileage, 390 Fuel Level). Their rows sit in the
+  "OBD elements" section of the wiki's "Teltonika Data Sending Parameters ID" template,
+  which the lookup tools only returned in fragments (revision diffs 71369, 73970, 77052,
+  86572) without those rows. What was found is secondary and is recorded for whoever
+  checks the wiki next: Traccar's TeltonikaProtocolDecoder (Apache-2.0, commit 8b81358f)
+  reads 30 as an unsigned byte ("faultCount") and 32 as a *signed* byte in degC without
+  multiplier; an id/size list copied from Teltonika's Configurator into a third-party
+  script gives 30/31/32/37/39/41/48/53 as 1 byte, 36/40/42/43/49/60 as 2 bytes; AutoPi's
+  documentation of its Teltonika-built "Mini" lists Engine RPM 2 B unsigned 0-16384 rpm,
+  OBD Vehicle Speed 1 B unsigned km/h, Fuel level 1 B unsigned %, OBD OEM Total Mileage
+  4 B unsigned km, without ids; wiki diff 73970 shows an OBD "Engine fuel rate" row of
+  2 B, max 32767, multiplier 0.01 L/h, without its id. Ids, signedness and multipliers
+  must agree with the wiki's own rows before any of them is added here.
+- CAN elements 102/103 (engine worktime, counted) and 110 (fuel rate): Traccar reads 110
+  as u16 x 0.1, but no Teltonika row was found.
+
+A decoder that stored an element's raw bytes unsigned gets a signed element's sign back
+from ``signed_bytes``, which assumes the FMB size above: the older CAN-CONTROL sends 115
+as 1 byte, so a CAN-CONTROL's negative coolant temperatures would read wrong here.
 """
 
 from __future__ import annotations
@@ -35,6 +60,7 @@ from telematics.can.signals import (
     COOLANT_TEMPERATURE,
     ENGINE_SPEED,
     FUEL_LEVEL,
+    FUEL_USED_COUNTED,
     FUEL_USED_TOTAL,
     FUEL_VOLUME,
     ODOMETER,
@@ -54,7 +80,7 @@ class IoElement:
 
     signal: str
     multiplier: float
-    source: str  # [WIKI] or [FMA110], see module docstring
+    source: str  # [WIKI], [FMA110] or [CANCTRL], see module docstring
     signed_bytes: int = 0
 
 
@@ -67,6 +93,7 @@ IO_ELEMENTS: dict[int, IoElement] = {
     87: IoElement(ODOMETER.key, 0.001, "FMA110"),  # metres -> km
     89: IoElement(FUEL_LEVEL.key, 1.0, "FMA110"),
     105: IoElement(ODOMETER_COUNTED.key, 0.001, "WIKI"),  # metres -> km
+    107: IoElement(FUEL_USED_COUNTED.key, 0.1, "CANCTRL"),  # litres x 10 -> L
     115: IoElement(COOLANT_TEMPERATURE.key, 0.1, "WIKI", signed_bytes=2),
 }
 

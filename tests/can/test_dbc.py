@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from telematics.can.dbc import DbcDecoder
-from telematics.can.errors import CanDecodeError, DbcError
+from telematics.can.dbc import DbcDecoder, load_dbc
+from telematics.can.errors import CanDecodeError, DbcError, DbcMappingError
 from tests.can.helpers import DATA_DIR, frame, utc
 
 MAZDA = (DATA_DIR / "mazda_rx8.dbc").read_text()
@@ -153,13 +153,32 @@ def test_unparseable_dbc_raises_with_parser_message(text: str) -> None:
         ({"nope.EngineRPM": "engine_speed"}, "message the DBC does not define"),
         ({(0x7FF, "EngineRPM"): "engine_speed"}, "message the DBC does not define"),
         ({"speed.Nope": "engine_speed"}, "has no signal 'Nope'"),
-        ({"speed": "engine_speed"}, "has no signal ''"),
+        ({"speed": "engine_speed"}, "must name a message and a signal as 'Message.Signal'"),
+        ({"speed.EngineRPM": ["engine_speed"]}, "unknown canonical signal"),
         ({"speed.EngineRPM": "warp_factor"}, "unknown canonical signal 'warp_factor'"),
     ],
 )
 def test_bad_mapping_raises(mapping: dict, message: str) -> None:
-    with pytest.raises(DbcError, match=message):
+    with pytest.raises(DbcMappingError, match=message):
         DbcDecoder(MAZDA, mapping)
+
+
+def test_mapping_errors_list_what_the_dbc_has() -> None:
+    """The person fixing a mapping sees the names to choose from, not just "no"."""
+    with pytest.raises(DbcMappingError) as error:
+        DbcDecoder(MAZDA, {"nope.EngineRPM": "engine_speed"})
+    assert "coolant" in str(error.value) and "speed" in str(error.value)
+    with pytest.raises(DbcMappingError) as error:
+        DbcDecoder(MAZDA, {"speed.Nope": "engine_speed"})
+    assert "EngineRPM" in str(error.value) and "VehicleSpeed" in str(error.value)
+
+
+def test_one_parse_serves_several_mappings() -> None:
+    database, warnings = load_dbc(MAZDA)
+    rpm = DbcDecoder.from_database(database, {"speed.EngineRPM": "engine_speed"}, warnings)
+    speed = DbcDecoder.from_database(database, {"speed.VehicleSpeed": "vehicle_speed"})
+    assert values(rpm, 513, "1AF800004E205000") == {"engine_speed": 1726.0}
+    assert values(speed, 513, "1AF800004E205000") == {"vehicle_speed": pytest.approx(100.0)}
 
 
 def test_dbc_error_is_a_value_error() -> None:

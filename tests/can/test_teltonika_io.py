@@ -20,6 +20,8 @@ from tests.can.helpers import utc
         ({"io87": 123456789}, "odometer", 123456.789),  # metres -> km
         ({"io89": 40}, "fuel_level", 40.0),
         ({"io105": 1000}, "odometer_counted", 1.0),
+        # CAN-CONTROL manual table 5: "Fuel Consumed (counted) ... Ltr * 10": 150.5 L -> 1505
+        ({"io107": 1505}, "fuel_used_counted", 150.5),
         ({"io115": 855}, "coolant_temperature", 85.5),  # 0.1 degC
         ({"io115": -100}, "coolant_temperature", -10.0),
         ({"io115": 0xFF9C}, "coolant_temperature", -10.0),  # stored unsigned
@@ -48,4 +50,11 @@ def test_several_elements_in_one_record() -> None:
 
 def test_table_targets_canonical_signals_only() -> None:
     assert {element.signal for element in IO_ELEMENTS.values()} <= set(SIGNALS)
-    assert {element.source for element in IO_ELEMENTS.values()} <= {"WIKI", "FMA110"}
+    assert {element.source for element in IO_ELEMENTS.values()} <= {"WIKI", "FMA110", "CANCTRL"}
+
+
+def test_unconfirmed_obd_elements_stay_raw_attributes() -> None:
+    """OBD ids whose rows could not be read in Teltonika's own documentation are not
+    turned into signals (a wrong multiplier is worse than no value); see the module."""
+    assert signals_from_io({"io30": 2, "io32": 90, "io36": 1500, "io37": 50, "io48": 40,
+                            "io389": 123456}, None) == []
