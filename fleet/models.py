@@ -159,6 +159,33 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
 
+class LoginToken(models.Model):
+    """A bearer token a person got from ``POST /api/v1/auth/token/`` with their password.
+
+    One per login (each app or script logging in gets its own, so logging out one does
+    not log out the others), valid for ``API_TOKEN_TTL_S`` from issue: a token is a
+    password stand-in that leaks into shell histories and config files, so it must run
+    out; an integration that runs for months uses an organisation API key instead.
+    Only a SHA-256 digest is stored, as for API keys. An expired row is kept a while so
+    the API can tell its client that the token expired rather than that it is unknown.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="login_tokens"
+    )
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["expires_at"], name="login_token_expiry")]
+
+    def __str__(self) -> str:
+        return f"token of {self.user_id} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
 # --- Dispatch: jobs with stops, unit commands, webhooks ----------------------------------
 # The services live in fleet.jobs, fleet.unit_commands and fleet.webhooks.
 

@@ -123,6 +123,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+# ...so each request of a web process would open (and PostgreSQL fork a backend for) a
+# connection of its own: DB_POOL_MAX > 0 keeps up to that many per process in psycopg's
+# pool instead. For the web processes; the ingest threads keep their own connections.
+DB_POOL_MAX = env_int("DB_POOL_MAX", 0)
+if DB_POOL_MAX > 0 and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": DB_POOL_MAX, "timeout": 10}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer (live updates) -----------------------------------------------------
@@ -132,7 +139,11 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout, as long as the layer's
+                # blocking pop waits: an idle websocket's receive could time out. Reads
+                # get 15 s, longer than any blocking command; connects give up after 5.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15,
+                           "socket_connect_timeout": 5}],
                 "prefix": os.environ.get("CHANNEL_PREFIX", "fleetbook"),
                 "capacity": 1000,
                 "expiry": 10,
@@ -236,6 +247,11 @@ API_POSITIONS_MAX_PAGE_SIZE = env_int("API_POSITIONS_MAX_PAGE_SIZE", 1000)
 # The position feed holds back rows stored less than this long ago, so that a batch
 # still being committed cannot land behind a cursor a client already holds.
 API_FEED_SETTLE_S = env_float("API_FEED_SETTLE_S", 5.0)
+# Lifetime of a login token from POST /api/v1/auth/token/, from issue (not sliding).
+API_TOKEN_TTL_S = env_int("API_TOKEN_TTL_S", 12 * 3600)
+# Each web process remembers a checked token or API key this long (0: never), so a
+# request costs no lookup; a revocation reaches the other processes within this time.
+API_AUTH_CACHE_S = env_float("API_AUTH_CACHE_S", 5.0)
 
 # --- Map ------------------------------------------------------------------------------
 # Tile URL template for the live map; empty gives a plain background.

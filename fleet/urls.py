@@ -21,6 +21,7 @@ urlpatterns = [
     path("reports/", views_history.report_page, name="reports"),
     path("reports/export/", views_history.report_export, name="reports-export"),
     path("events/", alert_views.events_page, name="events"),
+    path("alert-rules/", include("telematics.alerts.urls")),
     path("jobs/", job_views.jobs_page, name="jobs"),
     path("jobs/<int:pk>/status/", job_views.job_status, name="job-status"),
     path("login/", RateLimitedLoginView.as_view(), name="login"),

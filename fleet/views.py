@@ -17,11 +17,14 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
+from django.utils.formats import number_format
 
-from fleet.live import hide_private_vehicles
+from fleet.live import hide_private_vehicles, live_snapshots_for
 from fleet.models import Vehicle
 from fleet.selectors import membership_of, organisations_visible_to, role_of, vehicles_visible_to
 from fleet.status import STATUSES, offline_after_s, vehicle_status
+from telematics.can.signals import latest_values
+from telematics.maintenance import current_reading, faults_of_vehicle, plans_of_vehicle
 
 
 def format_age(seconds: float) -> str:
@@ -60,21 +63,27 @@ def _map_config(request: HttpRequest) -> dict[str, object]:
     }
 
 
+FIRST_PAINT = 100  # list rows rendered with the page; the websocket's snapshot brings all
+
+
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """The live map: every vehicle the user may see, on a map and in a list."""
+    """The live map: every vehicle the user may see, on a map and in a list. The page
+    renders the list's first rows and the status counts; the websocket's snapshot then
+    brings every vehicle (ten thousand rows rendered here would only delay it)."""
     now = datetime.now(UTC)
+    visible = vehicles_visible_to(request.user).order_by("name", "pk")
     vehicles = [
         _annotate(vehicle, now)
-        for vehicle in vehicles_visible_to(request.user)
-        .select_related("state", "default_driver").order_by("name")
+        for vehicle in visible.select_related("state", "default_driver")[:FIRST_PAINT]
     ]
     hide_private_vehicles(request.user, vehicles)  # on a private trip: no position
     counts = {status.value: 0 for status in STATUSES}
-    for vehicle in vehicles:
-        counts[vehicle.status] = counts.get(vehicle.status, 0) + 1
+    for snapshot in live_snapshots_for(request.user, visible, now):
+        counts[snapshot["status"]] = counts.get(snapshot["status"], 0) + 1
     return render(request, "fleet/home.html", {
         "vehicles": vehicles,
+        "vehicle_count": sum(counts.values()),
         "status_counts": counts,
         "organisations": organisations_visible_to(request.user),
         "role": role_of(request.user),
@@ -84,8 +93,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def vehicle_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """One vehicle's latest state and a small live map; 404 for a vehicle the user may
-    not see (another organisation's, or for a driver, one they do not drive)."""
+    """One vehicle's latest state and a small live map, then what its engine bus says:
+    the latest CAN signals, open and recently closed faults, and its service plans with
+    what is left. 404 for a vehicle the user may not see (another organisation's, or for
+    a driver, one they do not drive)."""
     vehicle = get_object_or_404(
         vehicles_visible_to(request.user).select_related("state", "default_driver"), pk=pk
     )
@@ -94,10 +105,31 @@ def vehicle_detail(request: HttpRequest, pk: int) -> HttpResponse:
     hide_private_vehicles(request.user, [vehicle])
     zone = zoneinfo.ZoneInfo(_time_zone_name(request))
     fix_time_local = timezone.localtime(vehicle.fix.fix_time, zone) if vehicle.fix else None
+    state = getattr(vehicle, "state", None)
+    signals = [
+        {"label": v.signal.label, "unit": v.signal.unit, "key": v.signal.key,
+         "display": number_format(v.value, v.signal.decimals, force_grouping=True),
+         "source": v.source,
+         "time": timezone.localtime(v.time, zone) if v.time else None,
+         "today": bool(v.time) and timezone.localtime(v.time, zone).date()
+         == timezone.localtime(now, zone).date(),
+         "age": format_age((now - v.time).total_seconds()) if v.time else ""}
+        for v in latest_values(state.signals if state else None)
+    ]
+    open_faults, closed_faults = faults_of_vehicle(vehicle)
+    reading = current_reading(state, vehicle.odometer_offset_km, now)
+    can_odometer = bool(state and (state.signals or {}).get("odometer"))
     return render(request, "fleet/vehicle.html", {
         "vehicle": vehicle,
         "fix_time_local": fix_time_local,
         "map": _map_config(request),
+        "signals": signals,
+        "open_faults": open_faults,
+        "closed_faults": closed_faults,
+        "plans": plans_of_vehicle(vehicle, now),
+        "reading": reading,
+        "odometer_source": "CAN" if can_odometer else "GPS",
+        "time_zone": zone,
     })
 
 

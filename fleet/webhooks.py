@@ -257,12 +257,14 @@ def fan_out(now: datetime | None = None, batch: int = 1000) -> int:
         events = _settled(list(Event.objects.filter(pk__gt=start).order_by("pk")[:batch]),
                           start, now)
         rows = []
+        as_sent = _as_sent(events, {hook.organisation_id for hook in hooks})
         for hook in hooks:
             types = set(hook.event_types)
             for event in events:
                 if (event.pk > hook.event_cursor and event.type in types
-                        and event.organisation_id == hook.organisation_id):
-                    rows.append(_event_delivery(hook, event, now))
+                        and event.organisation_id == hook.organisation_id
+                        and as_sent.get(event.pk) is not None):
+                    rows.append(_event_delivery(hook, as_sent[event.pk], now))
             if events and events[-1].pk > hook.event_cursor:
                 hook.event_cursor = events[-1].pk
                 Webhook.objects.filter(pk=hook.pk).update(event_cursor=hook.event_cursor)
@@ -272,6 +274,23 @@ def fan_out(now: datetime | None = None, batch: int = 1000) -> int:
             if POSITION in hook.event_types:
                 made += _fan_out_positions(hook, now)
     return made
+
+
+def _as_sent(events: list[Event], organisation_ids: set[int]) -> dict[int, Event | None]:
+    """The events as a receiver gets them, by id: during a private trip without their
+    places, or None when withheld (``logbook.event_privacy``; a receiver is nobody in
+    particular, so it sees what a fleet manager who drove none of the trips sees)."""
+    from logbook.event_privacy import organisation_viewer, redact_events
+
+    sent: dict[int, Event | None] = {}
+    for organisation_id in organisation_ids:
+        group = [e for e in events if e.organisation_id == organisation_id]
+        if not group:
+            continue
+        sent.update(dict.fromkeys((e.pk for e in group), None))
+        sent.update((e.pk, e) for e in redact_events(organisation_viewer(organisation_id),
+                                                      group))
+    return sent
 
 
 def _event_delivery(hook: Webhook, event: Event, now: datetime) -> WebhookDelivery:
@@ -288,12 +307,16 @@ def _event_delivery(hook: Webhook, event: Event, now: datetime) -> WebhookDelive
 
 
 def _fan_out_positions(hook: Webhook, now: datetime, batches: int = 10) -> int:
-    """Positions of the organisation in storage order (as the API feed), 100 a delivery."""
+    """Positions of the organisation in storage order (as the API feed), 100 a delivery;
+    those of a private trip are left out, as from the API feed."""
+    from logbook.selectors import without_private_positions
+
     actor = Actor(organisation_id=hook.organisation_id, role=Role.ADMIN)
     stored_before = now - timedelta(seconds=settings.API_FEED_SETTLE_S)
     after_time = hook.position_after_time or hook.created
     after_id = hook.position_after_id
     made = 0
+    moved_on = False
     for _ in range(batches):
         rows = list(
             position_feed_for(actor, stored_before)
@@ -303,15 +326,19 @@ def _fan_out_positions(hook: Webhook, now: datetime, batches: int = 10) -> int:
         if not rows:
             break
         key = _key(hook.pk, f"positions:{rows[0].pk}:{rows[-1].pk}")
+        after_time, after_id = rows[-1].server_time, rows[-1].pk
+        moved_on = True
+        shown = without_private_positions(actor, rows)
+        if not shown:
+            continue
         WebhookDelivery.objects.create(
             webhook=hook, event_type=POSITION, idempotency_key=key, next_attempt_at=now,
             payload={"id": key, "type": POSITION, "created": _rfc3339(now),
                      "organisation": hook.organisation_id,
-                     "positions": [_position(p) for p in rows]},
+                     "positions": [_position(p) for p in shown]},
         )
         made += 1
-        after_time, after_id = rows[-1].server_time, rows[-1].pk
-    if made:
+    if moved_on:
         Webhook.objects.filter(pk=hook.pk).update(position_after_time=after_time,
                                                   position_after_id=after_id)
     return made

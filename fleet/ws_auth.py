@@ -58,18 +58,13 @@ def credentials_of(scope: dict) -> tuple[str | None, str | None]:
 @database_sync_to_async
 def principal_for(credential: str):
     """The user of a login token, the Actor of an API key, or AnonymousUser."""
-    from rest_framework.authtoken.models import Token
-
-    from fleet.api.services import api_key_for
+    from fleet.api.services import api_key_for, user_for_token
     from fleet.selectors import Actor
 
-    if "." in credential:  # API keys read fbk_<prefix>.<secret>; tokens are hex
+    if "." in credential:  # API keys read fbk_<prefix>.<secret>; tokens have no dot
         key = api_key_for(credential)
         return Actor.for_api_key(key) if key is not None else AnonymousUser()
-    token = Token.objects.select_related("user").filter(key=credential).first()
-    if token is None or not token.user.is_active:
-        return AnonymousUser()
-    return token.user
+    return user_for_token(credential) or AnonymousUser()  # None when expired or unknown
 
 
 class CredentialsMiddleware:

@@ -109,6 +109,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from geopy.distance import geodesic
@@ -428,6 +429,17 @@ class _Progress:
         self.last_odo = odo
         self.last_kmh = 0.0
         self.prev_time = t  # the committed point before the last one
+
+
+@lru_cache(maxsize=64)
+def _settings_of(settings: TripSettings) -> dict[str, Any]:
+    return asdict(settings)
+
+
+def _settings_dict(settings: TripSettings) -> dict[str, Any]:
+    """``asdict(settings)``, which deep-copies: a quarter of ``to_dict``'s time, and the
+    live tracker saves thousands of machines a minute (a copy: callers may change it)."""
+    return dict(_settings_of(settings))
 
 
 def _fix_to_dict(fix: Fix) -> dict[str, Any]:
@@ -1391,7 +1403,7 @@ class TripStateMachine:
         last_end = self._last_end
         return {
             "format": _FORMAT,
-            "settings": asdict(self.settings),
+            "settings": _settings_dict(self.settings),
             "seed_km": self._seed_km,
             "last_time": _dt(self._last_time),
             "ignition": self._ignition,

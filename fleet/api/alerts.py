@@ -6,7 +6,10 @@ leaves the globe answers 400 with what is wrong. Admins and dispatchers draw the
 
 ``events/``: what the fleet did (geofence enter/exit, overspeed, idling, low fuel, unit
 offline, faults, service due), ``?type=&vehicle=&from=&to=`` and ``order=asc|desc``,
-paged with cursors by (time, id) like positions.
+paged with cursors by (time, id) like positions. Events during a private trip come
+without their places, or not at all when their type tells the place
+(``logbook.event_privacy``); a page may then hold fewer rows than asked for, and its
+cursor still continues after the last row read.
 
 ``alert-rules/``: which events to watch with which thresholds, and whom to e-mail.
 Admins change them; dispatchers may read them.
@@ -21,7 +24,7 @@ from django.db.models import Q, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
 
 from fleet.api.authentication import actor_for
@@ -35,9 +38,11 @@ from fleet.api.serializers import (
 )
 from fleet.models import Role
 from fleet.selectors import Actor, actor_of, organisations_visible_to, vehicles_visible_to
+from logbook.event_privacy import redact_events
 from telematics.alerts.engine import EVENT_TYPES
 from telematics.alerts.geometry import GeometryError, parse_geometry
 from telematics.alerts.presentation import label, summary
+from telematics.alerts.rules import rule_problems
 from telematics.models import AlertRule, Event, Geofence
 
 WRITERS = frozenset({Role.ADMIN, Role.DISPATCHER})
@@ -180,17 +185,11 @@ class AlertRuleSerializer(OrganisationOwnedSerializer):
                 return list(getattr(self.instance, name).all())
             return getattr(self.instance, name)
 
-        types = set(current("event_types") or [])
-        errors = {}
-        if "overspeed" in types and current("overspeed_kmh") is None and not any(
-                g.speed_limit_kmh for g in current("geofences") or []):
-            errors["overspeed_kmh"] = ["Overspeed needs a limit in km/h (or geofences "
-                                       "with a speed limit)."]
-        for kind, name, what in (("idle", "idle_minutes", "Long idling needs minutes."),
-                                 ("low_fuel", "low_fuel_percent", "Low fuel needs a %."),
-                                 ("offline", "offline_minutes", "Offline needs minutes.")):
-            if kind in types and current(name) is None:
-                errors[name] = [what]
+        errors = rule_problems(
+            current("event_types") or [], overspeed_kmh=current("overspeed_kmh"),
+            geofences=current("geofences") or [], idle_minutes=current("idle_minutes"),
+            low_fuel_percent=current("low_fuel_percent"),
+            offline_minutes=current("offline_minutes"))
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
@@ -297,6 +296,17 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
+
+    def paginate_queryset(self, queryset):
+        """A page as the caller may see it (private trips: ``logbook.event_privacy``)."""
+        page = super().paginate_queryset(queryset)
+        return None if page is None else redact_events(actor_for(self.request), page)
+
+    def get_object(self):
+        shown = redact_events(actor_for(self.request), [super().get_object()])
+        if not shown:  # its type alone would tell where a private trip went
+            raise NotFound()
+        return shown[0]
 
     def get_queryset(self):
         events = events_visible_to(actor_for(self.request)).select_related("vehicle")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.core.paginator import InvalidPage
 from django.db.models import Q, QuerySet
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import BasePagination, PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +26,34 @@ class PagePagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def paginate_queryset(self, queryset: QuerySet, request: Request, view=None,
+                          fetch: Callable[[QuerySet], list] | None = None) -> list | None:
+        """DRF's page, or with ``fetch`` what it makes of the page's queryset (plain rows
+        instead of model instances, e.g. ``fleet.api.rows.vehicle_rows``)."""
+        if fetch is None:
+            return super().paginate_queryset(queryset, request, view)
+        self.request = request
+        page_size = self.get_page_size(request)
+        if not page_size:
+            return None
+        paginator = self.django_paginator_class(queryset, page_size)
+        page_number = self.get_page_number(request, paginator)
+        rows = None
+        if str(page_number).isdigit() and 1 <= int(page_number) <= 10**9:
+            # One row more than the page: a page that is not full tells the count, so
+            # the usual case (the whole fleet on one page) needs no COUNT query.
+            offset = (int(page_number) - 1) * page_size
+            rows = fetch(queryset[offset:offset + page_size + 1])
+            if len(rows) <= page_size and (rows or offset == 0):
+                paginator.__dict__["count"] = offset + len(rows)  # Paginator.count, known
+            rows = rows[:page_size]
+        try:
+            self.page = paginator.page(page_number)
+        except InvalidPage as error:
+            raise NotFound(self.invalid_page_message.format(
+                page_number=page_number, message=str(error))) from error
+        return rows if rows is not None else fetch(self.page.object_list)
 
 
 def encode_cursor(time: datetime, pk: int) -> str:
@@ -83,7 +113,10 @@ class KeysetPagination(BasePagination):
             ) from error
         return min(size, self.max_page_size)
 
-    def paginate_queryset(self, queryset: QuerySet, request: Request, view=None) -> list:
+    def paginate_queryset(self, queryset: QuerySet, request: Request, view=None,
+                          fetch: Callable[[QuerySet], list] | None = None) -> list:
+        """One page: model instances, or whatever ``fetch`` makes of the page's queryset
+        (rows with the time field and ``id`` as attributes, e.g. ``fleet.api.rows``)."""
         self.request = request
         self.page_size = self.get_page_size(request)
         raw = request.query_params.get(self.cursor_query_param)
@@ -98,12 +131,14 @@ class KeysetPagination(BasePagination):
                 Q(**{f"{self.time_field}__gte": time})
                 & (Q(**{f"{self.time_field}__gt": time}) | Q(id__gt=pk))
             )
-        rows = list(queryset[: self.page_size + 1])
+        page = queryset[: self.page_size + 1]
+        rows = fetch(page) if fetch is not None else list(page)
         self.has_more = len(rows) > self.page_size
         rows = rows[: self.page_size]
         if rows:
             last = rows[-1]
-            self.position = (getattr(last, self.time_field), last.pk)
+            # A model's primary key; a plain row's "id".
+            self.position = (getattr(last, self.time_field), getattr(last, "pk", None) or last.id)
         return rows
 
     def next_cursor(self) -> str | None:

@@ -13,6 +13,7 @@ from django.contrib.auth import authenticate
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError
 from django.utils import timezone
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -22,22 +23,20 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status, viewsets
-from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotAuthenticated, ValidationError
 from rest_framework.fields import get_error_detail
 from rest_framework.permissions import AllowAny, IsAuthenticated
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from fleet.api import filters, services
+from fleet.api import filters, rows, services
 from fleet.api.authentication import BearerTokenAuthentication, actor_for
 from fleet.api.pagination import KeysetPagination
 from fleet.api.permissions import ADMINS, EVERY_ROLE, RolePermission
-from fleet.api.renderers import PositionCsvRenderer, PositionGpxRenderer
+from fleet.api.renderers import FastJSONRenderer, PositionCsvRenderer, PositionGpxRenderer
 from fleet.api.serializers import (
     ApiKeySerializer,
     DeviceSerializer,
@@ -55,6 +54,7 @@ from fleet.api.serializers import (
 )
 from fleet.api.throttling import TokenThrottle
 from fleet.live import positions_hidden_from
+from fleet.models import LoginToken
 from fleet.selectors import (
     Actor,
     api_keys_visible_to,
@@ -64,6 +64,7 @@ from fleet.selectors import (
     position_feed_for,
     positions_of_vehicle,
     users_visible_to,
+    vehicles_visible_to,
     vehicles_with_state_visible_to,
 )
 from logbook.selectors import without_private_positions
@@ -98,6 +99,7 @@ class ApiViewSet(viewsets.ModelViewSet):
     """Role checks, the actor in the serializer context, ids that fit a bigint."""
 
     permission_classes = [IsAuthenticated, RolePermission]
+    renderer_classes = [FastJSONRenderer]
     read_roles = EVERY_ROLE
     write_roles = ADMINS
     lookup_value_regex = "[0-9]{1,18}"
@@ -111,6 +113,15 @@ class ApiViewSet(viewsets.ModelViewSet):
         context["actor"] = self.actor
         context["now"] = timezone.now()
         return context
+
+    def filter_queryset(self, queryset):
+        """Skip django-filter when the query names none of the view's filters: building
+        its form costs more than the query of a small list, on every poll."""
+        filterset = getattr(self, "filterset_class", None)
+        if (filterset is not None and self.filter_backends == [DjangoFilterBackend]
+                and not set(self.request.query_params) & set(filterset.base_filters)):
+            return queryset
+        return super().filter_queryset(queryset)
 
 
 @extend_schema_view(
@@ -168,22 +179,33 @@ class VehicleViewSet(ApiViewSet):
     filterset_class = filters.VehicleFilter
 
     def get_queryset(self):
+        if self.action == "positions":  # the vehicle only: its state is not shown
+            return vehicles_visible_to(self.actor)
         return vehicles_with_state_visible_to(self.actor)
 
-    # A vehicle on a private trip shows no last position (logbook/README.md).
-    def paginate_queryset(self, queryset):
-        page = super().paginate_queryset(queryset)
-        self._hide_positions(page if page is not None else queryset)
-        return page
+    def list(self, request, *args, **kwargs):
+        """Every vehicle of the fleet, a page at a time, read as plain rows
+        (``fleet.api.rows``): a dispatch board asks for all of them every few seconds.
+        The same representation as ``VehicleSerializer``."""
+        queryset = self.filter_queryset(self.get_queryset())
+        vehicles = self.paginator.paginate_queryset(queryset, request, view=self,
+                                                    fetch=rows.vehicle_rows)
+        paginated = vehicles is not None
+        if not paginated:
+            vehicles = rows.vehicle_rows(queryset)
+        fix_time = rows.VEHICLE_FIELDS.index("last_fix_time")
+        hidden = positions_hidden_from(self.actor, {v[0]: v[fix_time] for v in vehicles})
+        data = rows.vehicle_dicts(vehicles, now=timezone.now(), hidden=hidden)
+        if not paginated:
+            return Response(data)
+        return self.paginator.get_paginated_response(data)
 
+    # A vehicle on a private trip shows no last position (logbook/README.md).
     def get_object(self):
         vehicle = super().get_object()
-        self._hide_positions([vehicle])
-        return vehicle
-
-    def _hide_positions(self, vehicles) -> None:
         self.positions_hidden = positions_hidden_from(
-            self.actor, {v.pk: v.last_fix_time for v in vehicles})
+            self.actor, {vehicle.pk: vehicle.last_fix_time})
+        return vehicle
 
     def get_serializer_context(self) -> dict:
         return {**super().get_serializer_context(),
@@ -243,19 +265,21 @@ class VehicleViewSet(ApiViewSet):
     )
     @action(
         detail=True, methods=["get"], pagination_class=None, filter_backends=[],
-        renderer_classes=[JSONRenderer, PositionCsvRenderer, PositionGpxRenderer],
+        renderer_classes=[FastJSONRenderer, PositionCsvRenderer, PositionGpxRenderer],
     )
     def positions(self, request, pk=None):
-        vehicle = self.get_object()
+        # The vehicle as any detail finds it (scoped, 404 elsewhere, role checked), but
+        # without its last position: only the page's positions are shown.
+        vehicle = super().get_object()
         self.gpx_track_name = lambda: vehicle.name
         window = TimeWindowSerializer(data=request.query_params)
         window.is_valid(raise_exception=True)
         start, end = window.validated_data["from"], window.validated_data["to"]
         paginator = KeysetPagination(time_field="fix_time")
-        rows = paginator.paginate_queryset(positions_of_vehicle(vehicle, start, end), request)
-        rows = without_private_positions(self.actor, rows)  # a private trip's are left out
-        data = PositionSerializer(rows, many=True).data
-        return paginator.get_paginated_response(data, extra_params={
+        page = paginator.paginate_queryset(positions_of_vehicle(vehicle, start, end), request,
+                                           fetch=rows.position_rows)
+        page = without_private_positions(self.actor, page)  # a private trip's are left out
+        return paginator.get_paginated_response(rows.position_dicts(page), extra_params={
             "from": _rfc3339(start), "to": _rfc3339(end),
         })
 
@@ -340,14 +364,23 @@ class ApiKeyViewSet(ApiViewSet):
 class TokenView(APIView):
     """Log in for a token: ``Authorization: Bearer <token>`` on every later request."""
 
-    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [AllowAny]
     throttle_classes = [TokenThrottle]
 
+    def get_authenticators(self):
+        # Logging in needs no credentials, and a stale token a client still sends along
+        # must not stand in the way of getting a new one.
+        if self.request is not None and self.request.method == "POST":
+            return []
+        return [BearerTokenAuthentication()]
+
     @extend_schema(
         request=TokenRequestSerializer, responses={200: TokenSerializer}, auth=[],
-        description="The same token until it is deleted. Limited to a few tries a "
-        "minute per client address (429 beyond).",
+        description="A new token for each login (each app or script its own), valid "
+        "until `expires_at`: API_TOKEN_TTL_S after issue (12 hours by default), however "
+        "much it is used. An expired token answers 401 saying it expired; log in again "
+        "then. Integrations that run unattended use an organisation API key instead. "
+        "Limited to a few tries a minute per client address (429 beyond).",
     )
     def post(self, request):
         credentials = TokenRequestSerializer(data=request.data)
@@ -357,14 +390,29 @@ class TokenView(APIView):
             raise ValidationError({"non_field_errors": [
                 "Unable to log in with that username and password."
             ]})
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        token, raw = services.issue_token(user)
+        return Response(TokenSerializer({"token": raw, "expires_at": token.expires_at}).data)
 
-    @extend_schema(responses={204: None}, description="Log out: the token stops working.")
+    @extend_schema(
+        parameters=[OpenApiParameter(
+            "everywhere", OpenApiTypes.BOOL,
+            description="true: every token of the login stops working, not just this one.",
+        )],
+        responses={204: None},
+        description="Log out: the token sent as `Authorization: Bearer` stops working "
+        "(API keys are revoked under /api/v1/api-keys/ instead).",
+    )
     def delete(self, request):
-        if not isinstance(request.auth, Token):
-            raise NotAuthenticated()
-        request.auth.delete()
+        if not isinstance(request.auth, LoginToken):
+            raise NotAuthenticated(
+                "Send the token to log out as 'Authorization: Bearer <token>'.")
+        everywhere = request.query_params.get("everywhere", "false").lower()
+        if everywhere not in ("true", "false", "1", "0"):
+            raise ValidationError({"everywhere": ["true or false."]})
+        if everywhere in ("true", "1"):
+            services.revoke_tokens_of(request.user)
+        else:
+            services.revoke_token(request.auth)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -389,6 +437,7 @@ so a page may hold fewer rows than asked for; `next` still continues after it.
 
 class PositionFeedView(APIView):
     permission_classes = [IsAuthenticated, RolePermission]
+    renderer_classes = [FastJSONRenderer]
     read_roles = EVERY_ROLE
 
     @extend_schema(
@@ -413,12 +462,12 @@ class PositionFeedView(APIView):
         # A row at exactly `since` has an id above 0, so it is included.
         paginator.start_position = (since or EPOCH, 0)
         stored_before = timezone.now() - timedelta(seconds=settings.API_FEED_SETTLE_S)
-        rows = paginator.paginate_queryset(
-            position_feed_for(actor_for(request), stored_before), request
+        page = paginator.paginate_queryset(
+            position_feed_for(actor_for(request), stored_before), request,
+            fetch=rows.position_rows,
         )
-        rows = without_private_positions(actor_for(request), rows)
-        data = PositionSerializer(rows, many=True).data
-        response = paginator.get_paginated_response(data)
+        page = without_private_positions(actor_for(request), page)
+        response = paginator.get_paginated_response(rows.position_dicts(page))
         # `since` has done its work once a cursor exists.
         if response.data["next"]:
             response.data["next"] = _without_param(response.data["next"], "since")

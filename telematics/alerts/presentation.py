@@ -48,6 +48,12 @@ def summary(event_type: str, attributes: dict[str, Any], vehicle_name: str | Non
         return f"{who}: fault {a.get('code', '?')}{description}"
     if event_type == "fault_closed":
         return f"{who}: fault {a.get('code', '?')} cleared"
+    if event_type == "trip_started":
+        return f"{who} started a trip"
+    if event_type == "trip_ended":
+        metres = a.get("distance_m")
+        return f"{who} ended a trip" + (
+            f" of {_number(metres / 1000, 1)} km" if isinstance(metres, int | float) else "")
     if event_type.startswith("service_"):
         return f"{who}: {a.get('plan', 'service')} {label(event_type).lower()}"
     return f"{who}: {label(event_type)}"
@@ -70,15 +76,8 @@ def event_payload(event, vehicle_name: str | None = None) -> dict[str, Any]:
     }
 
 
-PLACE_KEYS = ("latitude", "longitude", "geofence", "geofence_name")
-
-
-def without_place(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """An event payload for someone who may not see where the vehicle is (a private
-    trip, logbook/README.md): geofence events go, others lose their position."""
-    if payload["type"].startswith("geofence_"):
-        return None
-    attributes = {k: v for k, v in (payload.get("attributes") or {}).items()
-                  if k not in PLACE_KEYS}
-    return {**payload, "attributes": attributes,
-            "summary": summary(payload["type"], attributes, payload.get("vehicle_name"))}
+def with_summary(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload whose attributes were changed (``logbook.event_privacy`` stripped a
+    private trip's places), with the summary read from them again."""
+    return {**payload, "summary": summary(payload["type"], payload.get("attributes") or {},
+                                          payload.get("vehicle_name"))}

@@ -14,6 +14,7 @@ from django.utils.http import urlencode
 from fleet.api.alerts import events_visible_to
 from fleet.api.pagination import decode_cursor, encode_cursor
 from fleet.selectors import membership_of, vehicles_visible_to
+from logbook.event_privacy import redact_events
 from telematics.alerts.engine import EVENT_TYPES
 from telematics.alerts.presentation import label, summary
 
@@ -65,6 +66,7 @@ def events_page(request: HttpRequest) -> HttpResponse:
         query = {k: v for k, v in params.items() if k != "before"}
         query["before"] = encode_cursor(rows[-1].time, rows[-1].pk)
         older = "?" + urlencode(query)
+    rows = redact_events(request.user, rows)  # private trips: no places
     for event in rows:
         name = event.vehicle.name if event.vehicle_id else None
         event.label = label(event.type)

@@ -29,8 +29,6 @@ import asyncio
 import contextlib
 import copy
 import logging
-import queue
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ from django.utils import timezone
 
 from fleet.live import organisation_group
 from fleet.models import Organisation, Vehicle
+from logbook.event_privacy import organisation_viewer, redact_events
 from telematics.alerts import notify
 from telematics.alerts.engine import (
     Fence,
@@ -55,11 +54,11 @@ from telematics.alerts.engine import (
 )
 from telematics.alerts.geometry import GeometryError
 from telematics.alerts.presentation import event_payload
+from telematics.ingest.workers import STOP, StoredRecordsWorker, attach_worker
 from telematics.models import AlertRule, Event, Geofence, VehicleAlertState, VehicleState
 
 logger = logging.getLogger(__name__)
 
-_STOP = object()
 DISPATCH_BATCH = 500
 
 
@@ -155,20 +154,24 @@ class ConfigCache:
         self._configs.update(configs)
 
 
-class AlertWorker:
-    """Evaluates geofences and alert rules from stored fixes; see the module doc."""
+class AlertWorker(StoredRecordsWorker):
+    """Evaluates geofences and alert rules from stored fixes; see the module doc.
+
+    A ``StoredRecordsWorker`` like the logbook's trip tracker: ``listener`` queues a
+    batch's fixes (``submit``), the worker's thread takes them (``take``, ``done``), and
+    ``wait_idle`` and ``stop`` come from the base.
+    """
+
+    thread_name = "alerts"
 
     def __init__(self, *, loop: asyncio.AbstractEventLoop | None = None, channel_layer=None,
                  check_s: float | None = None):
+        super().__init__()
         self.loop = loop
         self.channel_layer = channel_layer
         self.check_s = (check_s if check_s is not None
                         else float(getattr(settings, "ALERTS_CHECK_S", 30.0)))
         self.config = ConfigCache()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._busy = 0
-        self._idle = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
         self._last_fix: dict[int, datetime] = {}
         self.failures = 0
         self.sent_messages = 0
@@ -188,31 +191,11 @@ class AlertWorker:
             f = p.fix
             rows.append((p.organisation_id, p.vehicle_id, Sample(
                 f.fix_time, f.latitude, f.longitude, f.speed_kmh, f.ignition, f.valid)))
-        with self._idle:
-            self._busy += 1
-        self._queue.put(rows)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until every queued batch is evaluated and dispatched (for tests)."""
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+        self.submit(rows)
 
     # ------------------------------------------------------------- worker side
 
-    def _run(self) -> None:
+    def run(self) -> None:
         pending: list = []
         taken = 0
         backoff = 0.0
@@ -223,20 +206,14 @@ class AlertWorker:
             stop = False
             while not stop:
                 timeout = max(0.05, backoff or (self.check_s - (time.monotonic() - last_check)))
-                try:
-                    item = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    item = None
-                while item is not None:
-                    if item is _STOP:
+                item = self.take(timeout)
+                while item is not None:  # everything queued meanwhile makes one round
+                    if item is STOP:
                         stop = True
                     else:
                         taken += 1
                         pending.extend(item)
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        item = None
+                    item = self.take(0)
                 try:
                     if pending:
                         self.process(pending)
@@ -258,14 +235,10 @@ class AlertWorker:
                     self.failures += 1
                     logger.exception("Alert evaluation failed; these fixes are skipped")
                     pending = []
-                with self._idle:
-                    self._busy -= taken
-                    taken = 0
-                    self._idle.notify_all()
+                self.done(taken)
+                taken = 0
         finally:
-            with self._idle:
-                self._busy = 0
-                self._idle.notify_all()
+            self.done(10**9)  # nothing more will be done: release every waiter
             with contextlib.suppress(DatabaseError):
                 connection.close()
 
@@ -405,6 +378,15 @@ class AlertWorker:
                 return total
 
     def _notify(self, events: list[Event]) -> None:
+        """E-mail the rules' recipients, who see no place of a private trip: they get
+        what a fleet manager who drove none of the trips sees (logbook.event_privacy)."""
+        by_organisation: dict[int, list[Event]] = defaultdict(list)
+        for event in events:
+            by_organisation[event.organisation_id].append(event)
+        events = sorted(
+            (shown for organisation_id, group in by_organisation.items()
+             for shown in redact_events(organisation_viewer(organisation_id), group)),
+            key=lambda e: (e.time, e.pk))
         configs = self.config.get({e.organisation_id for e in events})
         rules_of = {pk: [(rule, c.recipients.get(rule.id, [])) for rule in c.rules]
                     for pk, c in configs.items()}
@@ -444,14 +426,5 @@ def attach_alert_worker(pipeline) -> AlertWorker | None:
     if not getattr(settings, "ALERTS_LIVE", True):
         return None
     worker = AlertWorker(loop=asyncio.get_running_loop(), channel_layer=pipeline.channel_layer)
-    worker.start()
-    pipeline.stored_listeners.append(worker.listener)
-    pipeline.alert_worker = worker
-    stop_pipeline = pipeline.stop
-
-    async def stop() -> None:
-        await stop_pipeline()
-        await asyncio.get_running_loop().run_in_executor(None, worker.stop)
-
-    pipeline.stop = stop
+    attach_worker(pipeline, worker, "alert_worker")
     return worker

@@ -337,7 +337,7 @@ class IngestPipeline:
         self._live.put_nowait(by_organisation)
 
     async def _live_publisher(self) -> None:
-        from fleet.live import organisation_group
+        from fleet.live import merged_updates, organisation_group
 
         failing_since: float | None = None
         while True:
@@ -346,6 +346,14 @@ class IngestPipeline:
                 return
             if self.channel_layer is None:
                 continue
+            # Behind (a busy loop, a slow Redis)? Send what waits as one message with the
+            # newest state of each vehicle (fleet.live.merged_updates), not stale batches.
+            batches = [by_organisation]
+            while not self._live.empty() and batches[-1] is not None:
+                batches.append(self._live.get_nowait())
+            if batches[-1] is None:
+                return
+            by_organisation = merged_updates(batches)
             try:
                 for organisation_id, vehicles in by_organisation.items():
                     # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a

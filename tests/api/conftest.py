@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from fleet.api.services import create_api_key
+from fleet.api.services import create_api_key, issue_token, recent_credentials
 from fleet.models import Driver, Organisation, Role, Vehicle
 from telematics.models import Device, Position, VehicleState
 from telematics.services import register_unit
@@ -22,15 +21,17 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 def fresh_rate_limits():
     """Throttle counters live in the cache; one test's requests must not limit another's."""
     cache.clear()
+    recent_credentials.clear()
     yield
     cache.clear()
+    recent_credentials.clear()
 
 
 def client_for(user=None, api_key: str | None = None) -> APIClient:
     client = APIClient()
     if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+        _, token = issue_token(user)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     elif api_key is not None:
         client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
     return client

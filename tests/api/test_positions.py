@@ -137,6 +137,36 @@ def test_positions_gpx(fleets):
         assert (points[5].latitude, points[5].longitude) == pytest.approx((52.505, 13.405))
         assert points[5].elevation == 35.0
         assert points[5].time == datetime(2026, 3, 2, 8, 0, 50, tzinfo=UTC)
+        assert (points[5].satellites, points[5].horizontal_dilution) == (9, 0.9)
+        # Speed (m/s) and course in Garmin's TrackPointExtension, as GPX 1.1 has neither.
+        speed, course = speed_and_course(points[5])
+        assert speed * 3.6 == pytest.approx(5.0, abs=0.01) and course == 5.0
+
+
+def speed_and_course(point) -> tuple[float | None, float | None]:
+    values = {}
+    for extension in point.extensions:
+        assert extension.tag == f"{{{TPX}}}TrackPointExtension"
+        for child in extension:
+            values[child.tag.removeprefix(f"{{{TPX}}}")] = float(child.text)
+    return values.get("speed"), values.get("course")
+
+
+TPX = "http://www.garmin.com/xmlschemas/TrackPointExtension/v2"
+
+
+def test_gpx_names_the_extension_and_leaves_out_what_a_fix_lacks(fleets):
+    Position.objects.filter(device=fleets.van_unit, fix_time=T0).update(
+        speed_kmh=None, course=None)
+    Position.objects.filter(device=fleets.van_unit, fix_time=T0 + timedelta(seconds=10)).update(
+        speed_kmh=36.0, course=None)
+    r = fleets.client("admin").get(positions_url(fleets, format="gpx"))
+    text = r.content.decode()
+    assert f'xmlns:gpxtpx="{TPX}"' in text and "TrackPointExtensionv2.xsd" in text
+    points = gpxpy.parse(text).tracks[0].segments[0].points
+    assert points[0].extensions == []
+    assert speed_and_course(points[1]) == (10.0, None)
+    assert speed_and_course(points[2]) == (pytest.approx(2 / 3.6, abs=1e-3), 2.0)
 
 
 def test_error_in_csv_is_still_a_400(fleets):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -16,10 +17,11 @@ from rest_framework.test import APIClient
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from fleet.api.services import issue_token
 from fleet.jobs import create_job
 from fleet.models import ApiKey
 from fleet.webhooks import create_webhook
-from telematics.models import Fault, ServicePlan
+from telematics.models import DbcFile, Fault, ServicePlan
 from tests.api.conftest import add_positions
 from tests.logbook.factories import ago, make_trip
 
@@ -111,10 +113,8 @@ def alert_ids(fleets) -> dict[str, int]:
 
 @pytest.mark.parametrize(("method", "path"), operations())
 def test_api_never_answers_500(api_schema, fleets, method, path):
-    from rest_framework.authtoken.models import Token
-
-    token, _ = Token.objects.get_or_create(user=fleets.admin)
-    headers = {"Authorization": f"Bearer {token.key}"}
+    _, token = issue_token(fleets.admin)
+    headers = {"Authorization": f"Bearer {token}"}
     operation = api_schema[path][method]
     # Random ids mostly miss (404); half the runs use an object that exists.
     own_ids = {
@@ -125,6 +125,9 @@ def test_api_never_answers_500(api_schema, fleets, method, path):
         "faults": Fault.objects.create(
             vehicle=fleets.van, code="P0104", source="obd2:7E8:stored",
             first_seen=fleets.van.created, last_seen=fleets.van.created).pk,
+        "dbc-files": DbcFile.objects.create(
+            organisation=fleets.acme, name="RX-8", mapping={}, dbc_text=(
+                Path(__file__).parent.parent / "data/can/mazda_rx8.dbc").read_text()).pk,
         "service-plans": ServicePlan.objects.create(
             vehicle=fleets.van, name="Oil", interval_km=15000,
             last_done_at=fleets.van.created).pk,

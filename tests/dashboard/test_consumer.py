@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -160,3 +161,124 @@ async def test_superuser_hears_every_organisation(world, django_user_model):
     message = await communicator.receive_json_from(2)
     assert message["vehicles"][0]["id"] == world["truck"].pk
     await communicator.disconnect()
+
+
+# --- fan-out once per process (fleet.consumers.LiveHub) ------------------------------
+
+
+def feed_of(organisation_id: int):
+    from fleet.consumers import LiveHub
+
+    return LiveHub.current().feeds.get(organisation_id)
+
+
+async def test_one_channel_per_organisation_however_many_browsers(world):
+    """A stored batch crosses the channel layer once per process, not once per browser."""
+    acme = world["acme"].pk
+    browsers = [await connect_as(world[name]) for name in ("adam", "dora", "dana", "adam")]
+    for browser in browsers:
+        await browser.receive_json_from(5)
+    feed = feed_of(acme)
+    assert len(feed.members) == 4
+    layer = get_channel_layer()
+    if hasattr(layer, "groups"):  # the in-memory layer shows its groups
+        assert list(layer.groups[organisation_group(acme)]) == [feed.channel]
+    await publish(acme, fix(world["van1"].pk, 1, latitude=52.61))
+    for browser in browsers:
+        message = await browser.receive_json_from(2)
+        assert [(v["id"], v["latitude"]) for v in message["vehicles"]] == [
+            (world["van1"].pk, 52.61)]
+    for browser in browsers:
+        await browser.disconnect()
+    assert feed_of(acme) is None  # the last one gone: the feed leaves the group
+    if hasattr(layer, "groups"):
+        assert not layer.groups.get(organisation_group(acme))
+
+
+async def test_a_slow_browser_holds_up_nobody_and_then_gets_the_newest(world):
+    """One whose socket is still full when the next flush comes gets the newest state of
+    each vehicle once it has taken the last message; the others get every flush."""
+    adam, dora = await connect_as(world["adam"]), await connect_as(world["dora"])
+    for browser in (adam, dora):
+        await browser.receive_json_from(5)
+    slow = next(c for c in feed_of(world["acme"].pk).members if c.user == world["dora"])
+    unblocked = asyncio.Event()
+    send = slow.send
+
+    async def stuck_send(*args, **kwargs):
+        await unblocked.wait()
+        await send(*args, **kwargs)
+
+    slow.send = stuck_send
+    van1, van2 = world["van1"].pk, world["van2"].pk
+    for step in range(3):
+        await publish(world["acme"].pk, fix(van1, 3 - step, latitude=52.0 + step),
+                      *([fix(van2, 3 - step, latitude=51.0)] if step == 1 else []))
+        message = await adam.receive_json_from(2)  # the quick one: every flush
+        assert message["vehicles"][0]["latitude"] == 52.0 + step
+    assert await dora.receive_nothing(timeout=0.1)
+    unblocked.set()
+    first = await dora.receive_json_from(2)
+    assert [v["latitude"] for v in first["vehicles"]] == [52.0]
+    rest = await dora.receive_json_from(2)  # the rest in one message, newest only
+    assert sorted((v["id"], v["latitude"]) for v in rest["vehicles"]) == sorted(
+        [(van1, 54.0), (van2, 51.0)])
+    assert await dora.receive_nothing(timeout=FLUSH_INTERVAL_S * 2)
+    for browser in (adam, dora):
+        await browser.disconnect()
+
+
+async def test_a_timed_out_receive_is_retried(world, monkeypatch):
+    """redis-py reads with a 5 s timeout, as long as the layer's blocking pop: an idle
+    receive may fail with a TimeoutError, and the feed simply receives again."""
+    layer = get_channel_layer()
+    receive = layer.receive
+    failures = []
+
+    class TimeoutError(Exception):  # named as redis.exceptions' one
+        pass
+
+    async def flaky_receive(channel):
+        if len(failures) < 2:
+            failures.append(channel)
+            raise TimeoutError("Timeout reading from 127.0.0.1:6379")
+        return await receive(channel)
+
+    monkeypatch.setattr(layer, "receive", flaky_receive)
+    communicator = await connect_as(world["dora"])
+    await communicator.receive_json_from(5)
+    await publish(world["acme"].pk, fix(world["van2"].pk, 1, latitude=52.7))
+    message = await communicator.receive_json_from(2)
+    assert message["vehicles"][0]["latitude"] == 52.7
+    assert len(failures) == 2
+    await communicator.disconnect()
+
+
+async def test_updates_are_compact(world):
+    """No spaces after separators, positions to 6 decimals (0.1 m), speed and course to
+    a tenth: every byte goes to every browser and through its compression."""
+    communicator = await connect_as(world["dora"])
+    await communicator.receive_json_from(5)
+    await publish(world["acme"].pk, fix(world["van2"].pk, 1, latitude=52.123456789,
+                                        longitude=13.987654321, speed_kmh=47.26,
+                                        course=181.04))
+    raw = (await communicator.receive_output(2))["text"]
+    assert raw.startswith('{"type":"update","vehicles":[{') and ", " not in raw
+    vehicle = json.loads(raw)["vehicles"][0]
+    assert (vehicle["latitude"], vehicle["longitude"]) == (52.123457, 13.987654)
+    assert (vehicle["speed_kmh"], vehicle["course"]) == (47.3, 181.0)
+    await communicator.disconnect()
+
+
+def test_batches_published_late_go_as_one_with_the_newest_of_each_vehicle():
+    from fleet.live import merged_updates
+
+    old = {1: [{"id": 7, "fix_time": "2026-03-02T08:00:01+00:00", "latitude": 1.0},
+               {"id": 8, "fix_time": "2026-03-02T08:00:01+00:00", "latitude": 2.0}]}
+    new = {1: [{"id": 7, "fix_time": "2026-03-02T08:00:02+00:00", "latitude": 3.0}],
+           2: [{"id": 9, "fix_time": "2026-03-02T08:00:02+00:00", "latitude": 4.0}]}
+    late = {1: [{"id": 8, "fix_time": "2026-03-02T08:00:00+00:00", "latitude": 5.0}]}
+    merged = merged_updates([old, new, late])
+    assert {v["id"]: v["latitude"] for v in merged[1]} == {7: 3.0, 8: 2.0}  # 8: not back
+    assert merged[2] == new[2]
+    assert merged_updates([old]) is old

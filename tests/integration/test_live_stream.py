@@ -7,9 +7,8 @@ from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
-from rest_framework.authtoken.models import Token
 
-from fleet.api.services import revoke_api_key
+from fleet.api.services import issue_token, revoke_api_key
 from fleet.live import organisation_group
 from fleet.models import ApiKey
 from fleet.routing import websocket_urlpatterns
@@ -32,7 +31,7 @@ def application():
 
 
 async def token_of(user) -> str:
-    return (await db(lambda: Token.objects.get_or_create(user=user)[0])).key
+    return (await db(lambda: issue_token(user)))[1]
 
 
 async def snapshot_names(communicator) -> set[str]:

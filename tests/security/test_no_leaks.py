@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from fleet.api.services import create_api_key
+from fleet.api.services import create_api_key, issue_token
 from fleet.models import Driver, Job, JobStop, Role, UnitCommand, Vehicle, Webhook
 from telematics.models import (
     AlertRule,
+    DbcFile,
     Event,
     Fault,
     Geofence,
@@ -78,6 +78,9 @@ def secrets_of_acme(acme, make_user):
     hook = Webhook.objects.create(organisation=acme, url="https://leakmark.example/hook",
                                   event_types=["fault_opened"], secret="s")
     command = UnitCommand.objects.create(device=unit, text=f"{MARK} getinfo")
+    dbc = DbcFile.objects.create(organisation=acme, name=f"{MARK} model", mapping={},
+                                 dbc_text=f'VERSION "{MARK}"\n')
+    dbc.vehicles.add(van)
     key, _ = create_api_key(acme, f"{MARK} key", created_by=admin)
     ids = {
         "vehicles": van.pk, "devices": unit.pk, "drivers": driver.pk, "users": admin.pk,
@@ -85,10 +88,11 @@ def secrets_of_acme(acme, make_user):
         "events": event.pk, "service-plans": plan.pk, "geofences": fence.pk,
         "alert-rules": rule.pk, "jobs": job.pk, "stops": stop.pk, "webhooks": hook.pk,
         "commands": command.pk, "api-keys": key.pk, "signals": "fuel_level",
+        "dbc-files": dbc.pk,
     }
     counts = {model: model.objects.count() for model in (
         Vehicle, Driver, Position, Fault, Event, ServicePlan, Geofence, AlertRule, Job,
-        JobStop, Webhook, UnitCommand)}
+        JobStop, Webhook, UnitCommand, DbcFile)}
     return ids, counts
 
 
@@ -113,7 +117,7 @@ def outsiders(globex, make_user):
         user = make_user(f"globex-{role}", globex, role)
         session, bearer = APIClient(), APIClient()
         session.force_login(user)
-        bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")
+        bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_token(user)[1]}")
         clients[f"{role} (session)"], clients[f"{role} (token)"] = session, bearer
     _, key = create_api_key(globex, "Globex integration")
     clients["api key"] = APIClient()

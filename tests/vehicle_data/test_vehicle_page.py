@@ -21,6 +21,14 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 T0 = NOW - timedelta(minutes=5)
 
 
+@pytest.fixture(autouse=True)
+def now():
+    """NOW and T0 as of each test's start ("5 min ago" must not age during a long run)."""
+    global NOW, T0
+    NOW = datetime.now(UTC).replace(microsecond=0)
+    T0 = NOW - timedelta(minutes=5)
+
+
 class InlineCode(HTMLParser):
     """Counts what a strict CSP would block: inline scripts, on*= handlers, style=."""
 
