@@ -308,6 +308,11 @@ warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.
 LOGBOOK_LIVE = env_bool("LOGBOOK_LIVE", True)
 # How often the trip tracker closes the trips of silent vehicles and fills addresses (s).
 LOGBOOK_HOUSEKEEPING_S = env_float("LOGBOOK_HOUSEKEEPING_S", 30.0)
+# Rows the live tracker lets wait before it drops batches and catches those vehicles up
+# from the stored positions (bounded memory; no trip is lost), and how often it saves
+# each vehicle's machine state when nothing was decided (s).
+LOGBOOK_LIVE_MAX_QUEUED = env_int("LOGBOOK_LIVE_MAX_QUEUED", 50_000)
+LOGBOOK_LIVE_FLUSH_S = env_float("LOGBOOK_LIVE_FLUSH_S", 60.0)
 # Reverse geocoding with geopy: provider name and server URL (a self-hosted Nominatim in
 # production, e.g. http://nominatim:8080). Empty URL: the organisations' named places only,
 # fully offline.
