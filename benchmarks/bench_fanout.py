@@ -60,6 +60,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_ingest import busy_cores, free_port  # noqa: E402
+
 DEFAULT_DATABASE_URL = "postgres://root@127.0.0.1:5432/benchfanout"
 ORGANISATION = "Fanout Load"
 FIRST_UNIT = 700_000  # a range of load IMEIs of its own
@@ -246,22 +248,6 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def busy_cores(seconds: float = 1.0) -> float:
-    def sample():
-        with open("/proc/stat") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-        return sum(values) - values[3] - values[4], sum(values)
-
-    busy, everything = sample()
-    time.sleep(seconds)
-    busy2, everything2 = sample()
-    return (busy2 - busy) / max(everything2 - everything, 1) * (os.cpu_count() or 1)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Child:
@@ -497,7 +483,7 @@ def main() -> int:
 
     import bench_ingest  # the database helpers
 
-    print(f"{os.cpu_count()} cores ({busy_cores():.2f} busy before the run); "
+    print(f"{os.cpu_count()} cores ({busy_cores(1.0):.2f} busy before the run); "
           f"{args.units:,} units at 1 record/s, {args.clients} clients "
           f"({'no compression' if args.no_compression else 'permessage-deflate, as browsers'}"
           f"); fixes fed by {args.feed}; Redis {args.redis_url}", flush=True)

@@ -48,6 +48,9 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_ingest import busy_cores, free_port  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://root@127.0.0.1:5432/benchmap"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -58,22 +61,6 @@ USERNAME = "map-manager"
 TARGET_S = 3.0
 
 
-def busy_cores(seconds: float = 1.0) -> float:
-    def sample() -> tuple[float, float]:
-        with open("/proc/stat") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-        return sum(values) - values[3] - values[4], sum(values)
-
-    busy, everything = sample()
-    time.sleep(seconds)
-    busy2, everything2 = sample()
-    return (busy2 - busy) / max(everything2 - everything, 1) * (os.cpu_count() or 1)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def postgres_answers(database_url: str) -> bool:
@@ -266,7 +253,7 @@ def main() -> None:
                    ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="0", SECURE_COOKIES="0",
                    SECURE_HSTS_SECONDS="0", LOG_LEVEL="WARNING",
                    DJANGO_SETTINGS_MODULE="fleet.settings")
-        print(f"{os.cpu_count()} cores ({busy_cores():.2f} busy before the run); "
+        print(f"{os.cpu_count()} cores ({busy_cores(1.0):.2f} busy before the run); "
               f"database {database_url.split('@')[-1]}", flush=True)
         prepare_database(database_url, env)
         os.environ.update({k: env[k] for k in ("DATABASE_URL", "DEBUG", "REDIS_URL",
