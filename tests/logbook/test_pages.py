@@ -38,6 +38,12 @@ def login(client, user):
     return client
 
 
+def two_days_ago_at_ten() -> datetime:
+    """10:00 in Berlin two days ago: inside the default working hours."""
+    day = timezone.now().astimezone(ZoneInfo("Europe/Berlin")).date() - timedelta(days=2)
+    return datetime.combine(day, time(10), ZoneInfo("Europe/Berlin"))
+
+
 def today_start() -> datetime:
     """A start time today (Berlin), at least 25 minutes before now when the day allows."""
     now = timezone.now()
@@ -63,7 +69,9 @@ def book(acme, acme_van, alice, bob, people):
         "business": make_trip(acme_van, ago(days=3), driver=alice, category="business",
                               purpose="Delivery", partner="Schulz GmbH",
                               destination="Schulz GmbH, Berlin"),
-        "open": make_trip(acme_van, ago(days=2), driver=alice, suggested="business",
+        # In working hours, whenever the suite runs: after hours the rules would suggest
+        # "private", which needs nothing and so is rightly a one-tap button.
+        "open": make_trip(acme_van, two_days_ago_at_ten(), driver=alice, suggested="business",
                           end_address="Meyer KG, Potsdam"),
         "private": make_trip(acme_van, ago(days=1), driver=alice, category="private",
                              end_address=SECRET),
